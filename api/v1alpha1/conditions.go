@@ -1,0 +1,36 @@
+package v1alpha1
+
+// Condition types of EgressNATPolicy status.
+const (
+	// ConditionReady is True when the policy has an egress IP, a gateway node
+	// that is Up holds it, and the nodes can steer the policy's traffic
+	// there. While it is False, failMode decides what happens to the traffic.
+	ConditionReady = "Ready"
+)
+
+// Reasons of the Ready condition. They are CamelCase, as metav1.Condition
+// requires, and stable: scripts and alerts may match on them.
+const (
+	// ReasonEgressReady: Ready is True.
+	ReasonEgressReady = "EgressReady"
+
+	// ReasonGatewayGroupNotFound: gatewayRef names no NetworkGatewayGroup.
+	ReasonGatewayGroupNotFound = "GatewayGroupNotFound"
+
+	// ReasonEgressIPNotInGroup: spec.egressIP is not one of the group's
+	// floatingIPs.
+	ReasonEgressIPNotInGroup = "EgressIPNotInGroup"
+
+	// ReasonEgressIPInUse: spec.egressIP is already another policy's egress
+	// IP. Sharing one would let one policy's traffic pass the firewall as
+	// the other's (SPEC §5, no borrowing).
+	ReasonEgressIPInUse = "EgressIPInUse"
+
+	// ReasonNoFreeFloatingIP: spec.egressIP is absent and every floating IP
+	// of the group is taken by another policy.
+	ReasonNoFreeFloatingIP = "NoFreeFloatingIP"
+
+	// ReasonNoGatewayNodeUp: no node of the group is Up to hold the egress
+	// IP.
+	ReasonNoGatewayNodeUp = "NoGatewayNodeUp"
+)

@@ -1,0 +1,86 @@
+// Package e2e holds the end-to-end suite. It talks to a cluster only
+// through Cluster, so the same tests can run on the embedded lab and,
+// where Docker and kind exist, on kind.
+package e2e
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/nsegress/nsegress/e2e/lab"
+)
+
+// NodeInfo is what the suite knows of a node without asking the API.
+type NodeInfo struct {
+	Name    string
+	IP      netip.Addr
+	PodCIDR netip.Prefix
+	Gateway bool
+}
+
+// Cluster is what the suite needs of a cluster besides its API server.
+type Cluster interface {
+	// Kubeconfig is the path of an admin kubeconfig.
+	Kubeconfig() string
+	// Kubectl is the kubectl binary to run.
+	Kubectl() string
+	// Env is the environment for tools run against the cluster.
+	Env() []string
+	// Nodes lists the nodes, workers first.
+	Nodes() []NodeInfo
+	// LoadImage makes an image tarball available on every node.
+	LoadImage(ctx context.Context, tarball string) error
+	// Backends lists the on-prem echo servers behind the firewall.
+	Backends() []lab.Backend
+	// FirewallDrops counts the firewall's dropped packets per source.
+	FirewallDrops(ctx context.Context) (map[netip.Addr]uint64, error)
+	// ReadNodeFile reads a file on a node's own filesystem.
+	ReadNodeFile(node, path string) ([]byte, error)
+}
+
+// labCluster adapts the embedded lab to Cluster.
+type labCluster struct {
+	lab     *lab.Lab
+	kubectl string
+}
+
+var _ Cluster = labCluster{}
+
+func (c labCluster) Kubeconfig() string { return c.lab.Kubeconfig() }
+func (c labCluster) Kubectl() string    { return c.kubectl }
+
+func (c labCluster) Env() []string {
+	return []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + c.lab.Dir() + "/home", "KUBECONFIG=" + c.Kubeconfig()}
+}
+
+func (c labCluster) Nodes() []NodeInfo {
+	var out []NodeInfo
+	for _, n := range c.lab.Nodes() {
+		out = append(out, NodeInfo{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Gateway: n.Gateway})
+	}
+	return out
+}
+
+func (c labCluster) LoadImage(ctx context.Context, tarball string) error {
+	return c.lab.LoadImage(ctx, tarball)
+}
+
+func (c labCluster) Backends() []lab.Backend { return c.lab.Backends() }
+
+func (c labCluster) FirewallDrops(ctx context.Context) (map[netip.Addr]uint64, error) {
+	return c.lab.FirewallDrops(ctx)
+}
+
+func (c labCluster) ReadNodeFile(node, path string) ([]byte, error) {
+	return c.lab.ReadNodeFile(node, path)
+}
+
+// nodeIP is a node's underlay address, or the zero Addr.
+func nodeIP(c Cluster, name string) netip.Addr {
+	for _, n := range c.Nodes() {
+		if n.Name == name {
+			return n.IP
+		}
+	}
+	return netip.Addr{}
+}

@@ -1,0 +1,150 @@
+package lab
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+)
+
+// Address plan (SPEC §6): documentation and benchmarking ranges only, so
+// nothing the lab sends can ever be meant for a real host.
+var (
+	// UnderlayPrefix is the L2 segment shared by the control plane, the
+	// nodes and the firewall's inside leg.
+	UnderlayPrefix = netip.MustParsePrefix("198.51.100.0/24")
+	// FirewallUnderlayIP is the firewall's inside address and every
+	// underlay host's default gateway.
+	FirewallUnderlayIP = netip.MustParseAddr("198.51.100.1")
+	// ControlPlaneIP is where the API server listens and advertises.
+	ControlPlaneIP = netip.MustParseAddr("198.51.100.2")
+	// OnPremPrefix is the segment behind the firewall that holds the
+	// backends.
+	OnPremPrefix = netip.MustParsePrefix("203.0.113.0/24")
+	// FirewallOnPremIP is the firewall's outside address and the
+	// backends' default gateway.
+	FirewallOnPremIP = netip.MustParseAddr("203.0.113.1")
+	// PodPrefix is the cluster's pod range; node i gets 198.18.i.0/24.
+	PodPrefix = netip.MustParsePrefix("198.18.0.0/16")
+	// ServicePrefix is the service range handed to the API server; the
+	// lab runs no kube-proxy, so these addresses do not route.
+	ServicePrefix = netip.MustParsePrefix("198.19.0.0/24")
+	// FloatingIPs are the addresses the firewall allows, in backend order:
+	// FloatingIPs[i] may reach Backends[i] and nothing else.
+	FloatingIPs = []netip.Addr{
+		netip.MustParseAddr("198.51.100.101"),
+		netip.MustParseAddr("198.51.100.102"),
+		netip.MustParseAddr("198.51.100.103"),
+	}
+)
+
+// BackendPort is the TCP port every backend's echo server listens on.
+const BackendPort = 80
+
+// Config says what cluster to build. The zero value is not useful; start
+// from DefaultConfig.
+type Config struct {
+	// Workers is the number of worker nodes (at least 1).
+	Workers int
+	// Gateways is the number of gateway nodes, labelled GatewayLabel.
+	Gateways int
+	// Backends is the number of on-prem echo servers (1 to 3).
+	Backends int
+	// Dir holds everything the lab writes: per-node directories, logs,
+	// certificates, the kubeconfig. It is removed on Close.
+	Dir string
+	// Bins says where the cached third-party binaries are.
+	Bins Binaries
+	// Labbox is the path of the static labbox binary that backends run
+	// and that the test images pack. Empty means build it.
+	Labbox string
+	// Images are image tarballs imported into every node's containerd
+	// before the kubelets start.
+	Images []string
+	// SandboxImage is the pod sandbox image as containerd will name it
+	// after import.
+	SandboxImage string
+	// Logf receives progress lines; nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// GatewayLabel is the label the lab puts on gateway nodes.
+const GatewayLabel = "nsegress.io/gateway"
+
+// DefaultDir is where the lab lives unless NSEGRESS_LAB_DIR says otherwise.
+func DefaultDir() string {
+	if d := os.Getenv("NSEGRESS_LAB_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(os.TempDir(), "nsegress-lab")
+}
+
+// DefaultConfig is the seed topology: two workers, two gateways, three
+// backends.
+func DefaultConfig() Config {
+	return Config{
+		Workers:  2,
+		Gateways: 2,
+		Backends: 3,
+		Dir:      DefaultDir(),
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Workers < 1 || c.Workers > 8:
+		return fmt.Errorf("lab config: workers must be 1..8, got %d", c.Workers)
+	case c.Gateways < 0 || c.Gateways > 4:
+		return fmt.Errorf("lab config: gateways must be 0..4, got %d", c.Gateways)
+	case c.Backends < 0 || c.Backends > len(FloatingIPs):
+		return fmt.Errorf("lab config: backends must be 0..%d, got %d", len(FloatingIPs), c.Backends)
+	case c.Dir == "" || !filepath.IsAbs(c.Dir):
+		return fmt.Errorf("lab config: dir must be an absolute path, got %q", c.Dir)
+	}
+	return nil
+}
+
+func (c *Config) logf(format string, args ...any) {
+	if c.Logf != nil {
+		c.Logf(format, args...)
+	}
+}
+
+// nodePlan is one node's fixed facts, derived from its index.
+type nodePlan struct {
+	Name    string
+	IP      netip.Addr
+	PodCIDR netip.Prefix
+	Gateway bool
+}
+
+// plan lists the nodes: workers first, then gateways. Workers take
+// underlay .11 upwards, gateways .21 upwards; node i (from 1) takes pod
+// range 198.18.i.0/24.
+func (c *Config) plan() []nodePlan {
+	var nodes []nodePlan
+	idx := 1
+	for i := 1; i <= c.Workers; i++ {
+		nodes = append(nodes, nodePlan{
+			Name:    fmt.Sprintf("worker-%d", i),
+			IP:      netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}),
+			PodCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(idx), 0}), 24),
+		})
+		idx++
+	}
+	for i := 1; i <= c.Gateways; i++ {
+		nodes = append(nodes, nodePlan{
+			Name:    fmt.Sprintf("gw-%d", i),
+			IP:      netip.AddrFrom4([4]byte{198, 51, 100, byte(20 + i)}),
+			PodCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(idx), 0}), 24),
+			Gateway: true,
+		})
+		idx++
+	}
+	return nodes
+}
+
+// backendIP is backend i's (from 0) on-prem address: .11 upwards.
+func backendIP(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{203, 0, 113, byte(11 + i)})
+}

@@ -1,0 +1,267 @@
+// Package lab builds a real multi-node Kubernetes cluster on one machine,
+// without Docker: a control-plane host running etcd, kube-apiserver,
+// kube-controller-manager and kube-scheduler; worker and gateway nodes each
+// with their own containerd and kubelet; a firewall that joins the
+// underlay to an on-prem segment with HTTP echo backends (SPEC §6).
+//
+// Every host is a network namespace (nodes also get a mount namespace)
+// held open by a process of the lab, and every process the lab starts
+// lives in the cgroup subtree "nsegress-lab". Closing the lab, or starting
+// the next one after a killed run, kills that subtree and removes the
+// lab's folder; nothing of the machine's own network, mounts or sysctls
+// is touched.
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// markerFile marks a folder as the lab's own, so that cleaning up a
+// leftover never removes a folder the lab did not make.
+const markerFile = ".nsegress-lab"
+
+// Lab is a running lab cluster.
+type Lab struct {
+	cfg       Config
+	lock      *os.File
+	pki       *pki
+	hosts     map[string]*host
+	procs     []*proc
+	nodes     []*Node
+	backends  []Backend
+	forwarder *forwarder
+	rest      *rest.Config
+	client    kubernetes.Interface
+
+	mu sync.Mutex // guards procs and hosts, which grow from several goroutines
+
+	closeOnce sync.Once
+	closeErr  error
+	stopSig   func()
+}
+
+// Start builds the lab and waits until every node is Ready. On error it
+// removes whatever it had built. Only one lab runs on a machine at a time:
+// Start waits for the previous one to close.
+func Start(ctx context.Context, cfg Config) (_ *Lab, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the lab needs root: it creates namespaces, cgroups and mounts")
+	}
+	l := &Lab{cfg: cfg, hosts: map[string]*host{}}
+	if err := l.acquireLock(ctx); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			if cerr := l.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("clean up the failed lab: %w", cerr))
+			}
+		}
+	}()
+	// Catch Ctrl-C and kill so the lab goes with the process that made it.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	stop := make(chan struct{})
+	l.stopSig = func() { signal.Stop(sigs); close(stop) }
+	go func() {
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(os.Stderr, "lab: %v: removing the lab\n", s)
+			_ = l.Close()
+			os.Exit(130)
+		case <-stop:
+		}
+	}()
+
+	if err := clearLeftovers(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("clear leftovers of an earlier lab: %w", err)
+	}
+	for _, d := range []string{"logs", "run", "home", "nodes"} {
+		if err := os.MkdirAll(l.path(d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(l.path(markerFile), nil, 0o644); err != nil {
+		return nil, err
+	}
+	if l.pki, err = newPKI(l.path("pki")); err != nil {
+		return nil, err
+	}
+	if cfg.Labbox == "" {
+		return nil, errors.New("lab config: Labbox (the echo server binary) is required")
+	}
+
+	start := time.Now()
+	if _, err := l.makeSwitch(); err != nil {
+		return nil, err
+	}
+	if err := l.startFirewall(ctx); err != nil {
+		return nil, err
+	}
+	cp, err := l.newHost("control-plane", false, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := l.attach(cp, "eth0", underlayBridge, withBits(ControlPlaneIP, UnderlayPrefix)); err != nil {
+		return nil, err
+	}
+	if err := route(cp, netip.MustParsePrefix("0.0.0.0/0"), FirewallUnderlayIP); err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.plan() {
+		n, err := l.newNode(p)
+		if err != nil {
+			return nil, err
+		}
+		l.nodes = append(l.nodes, n)
+	}
+	// Routes between nodes' pod ranges on the underlay, as kindnet sets up.
+	for _, n := range l.nodes {
+		for _, h := range append([]*host{cp}, l.nodeHosts()...) {
+			if h == n.host {
+				continue
+			}
+			if err := route(h, n.PodCIDR, n.IP); err != nil {
+				return nil, err
+			}
+		}
+	}
+	cfg.logf("lab: network up in %s", time.Since(start).Round(time.Millisecond))
+
+	if err := l.startControlPlane(ctx, cp); err != nil {
+		return nil, err
+	}
+	cfg.logf("lab: API server ready in %s", time.Since(start).Round(time.Millisecond))
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, n := range l.nodes {
+		if err := l.installCNI(n); err != nil {
+			return nil, err
+		}
+		g.Go(func() error {
+			if err := l.startContainerd(gctx, n); err != nil {
+				return err
+			}
+			if err := l.startKubelet(n); err != nil {
+				return err
+			}
+			return l.waitNodeReady(gctx, n, 90*time.Second)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	cfg.logf("lab: %d nodes Ready in %s", len(l.nodes), time.Since(start).Round(time.Millisecond))
+	return l, nil
+}
+
+func (l *Lab) nodeHosts() []*host {
+	out := make([]*host, len(l.nodes))
+	for i, n := range l.nodes {
+		out[i] = n.host
+	}
+	return out
+}
+
+// Nodes lists the worker and gateway nodes, workers first.
+func (l *Lab) Nodes() []*Node { return append([]*Node(nil), l.nodes...) }
+
+// Dir is the lab's folder.
+func (l *Lab) Dir() string { return l.cfg.Dir }
+
+// Close stops every process of the lab and removes its namespaces,
+// cgroups and folder. It is safe to call more than once.
+func (l *Lab) Close() error {
+	l.closeOnce.Do(func() {
+		if l.stopSig != nil {
+			l.stopSig()
+		}
+		if l.forwarder != nil {
+			l.forwarder.close()
+		}
+		// Kubelets first, so they do not restart what we kill.
+		for _, n := range l.nodes {
+			if n.kubelet != nil {
+				n.kubelet.stop(5 * time.Second)
+			}
+		}
+		l.mu.Lock()
+		for _, h := range l.hosts {
+			h.close()
+		}
+		l.mu.Unlock()
+		l.closeErr = clearLeftovers(l.cfg.Dir)
+		l.mu.Lock()
+		procs := l.procs
+		l.mu.Unlock()
+		for _, p := range procs {
+			<-p.done
+		}
+		if l.lock != nil {
+			l.lock.Close()
+		}
+	})
+	return l.closeErr
+}
+
+// clearLeftovers kills every process in the lab's cgroup subtree, removes
+// the subtree and removes dir if it is a lab folder.
+func clearLeftovers(dir string) error {
+	var errs []error
+	if err := killCgroupTree(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeCgroupTree(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, markerFile)); err == nil {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+		}
+	} else if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+		errs = append(errs, fmt.Errorf("%s exists and is not a lab folder (no %s); refusing to remove it", dir, markerFile))
+	}
+	return errors.Join(errs...)
+}
+
+// acquireLock takes the machine-wide lab lock, waiting for a lab that
+// another process runs to close.
+func (l *Lab) acquireLock(ctx context.Context) error {
+	f, err := os.OpenFile(l.cfg.Dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return fmt.Errorf("open lab lock: %w", err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			l.lock = f
+			return nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return fmt.Errorf("wait for another lab to finish: %w", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,367 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Node is one worker or gateway node of the lab.
+type Node struct {
+	// Name is the Kubernetes node name.
+	Name string
+	// IP is the node's underlay address.
+	IP netip.Addr
+	// PodCIDR is the range its primary CNI hands out.
+	PodCIDR netip.Prefix
+	// Gateway is true for nodes labelled for gateway duty.
+	Gateway bool
+	// Dir is the node's root on the machine: its /run, /var/lib,
+	// /var/log and /opt are the folders run, var-lib, var-log and opt
+	// below it.
+	Dir string
+
+	host       *host
+	containerd *proc
+	kubelet    *proc
+}
+
+// Host paths bind-mounted per node. containerd 1.6 and the kubelet
+// hard-code paths below them, and a DaemonSet's hostPath must land on its
+// own node only.
+var nodeMounts = []struct{ dir, target string }{
+	{"run", "/run"},
+	{"var-lib", "/var/lib"},
+	{"var-log", "/var/log"},
+	{"opt", "/opt"},
+}
+
+// CNIConfDir is the node's CNI configuration folder, as containerd sees it.
+// /etc/cni/net.d is not used because making it a per-node mount would need
+// a folder in the machine's /etc.
+const CNIConfDir = "/opt/cni/net.d"
+
+// CNIBinDir is the node's CNI plugin folder, as containerd sees it.
+const CNIBinDir = "/opt/cni/bin"
+
+// kernelDefaults are the values the kubelet with protectKernelDefaults
+// insists on. Each node's mount namespace sees a file with the value bind
+// mounted over the /proc/sys entry, so the machine's own sysctls stay
+// as they are.
+var kernelDefaults = map[string]string{
+	"vm/overcommit_memory":      "1",
+	"vm/panic_on_oom":           "0",
+	"kernel/panic":              "10",
+	"kernel/panic_on_oops":      "1",
+	"kernel/keys/root_maxkeys":  "1000000",
+	"kernel/keys/root_maxbytes": "25000000",
+}
+
+// HostPath is where a path inside the node (like /opt/cni/bin/x) lives on
+// the machine, for paths below the per-node mounts.
+func (n *Node) HostPath(p string) (string, error) {
+	for _, m := range nodeMounts {
+		if p == m.target || strings.HasPrefix(p, m.target+"/") {
+			return filepath.Join(n.Dir, m.dir, strings.TrimPrefix(p, m.target)), nil
+		}
+	}
+	return "", fmt.Errorf("%s is not below a per-node folder of %s", p, n.Name)
+}
+
+// NetNSPath is a path to the node's network namespace while the lab runs.
+func (n *Node) NetNSPath() string { return n.host.NetNSPath() }
+
+// ContainerdSocket is the node's containerd socket as seen from the
+// machine.
+func (n *Node) ContainerdSocket() string {
+	return filepath.Join(n.Dir, "run", "containerd", "containerd.sock")
+}
+
+// newNode prepares a node's folders and namespaces and wires its network.
+func (l *Lab) newNode(plan nodePlan) (*Node, error) {
+	n := &Node{Name: plan.Name, IP: plan.IP, PodCIDR: plan.PodCIDR, Gateway: plan.Gateway,
+		Dir: l.path("nodes", plan.Name)}
+	for _, d := range []string{"run", "var-lib", "var-log", "opt/cni/bin", "opt/cni/net.d", "etc", "sysctl"} {
+		if err := os.MkdirAll(filepath.Join(n.Dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	var setup strings.Builder
+	for _, m := range nodeMounts {
+		fmt.Fprintf(&setup, "mount --bind %s %s\n", shellQuote(filepath.Join(n.Dir, m.dir)), m.target)
+	}
+	for k, v := range kernelDefaults {
+		f := filepath.Join(n.Dir, "sysctl", strings.ReplaceAll(k, "/", "."))
+		if err := os.WriteFile(f, []byte(v+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&setup, "mount --bind %s /proc/sys/%s\n", shellQuote(f), k)
+	}
+	h, err := l.newHost(plan.Name, true, setup.String())
+	if err != nil {
+		return nil, err
+	}
+	n.host = h
+	if err := l.attach(h, "eth0", underlayBridge, withBits(n.IP, UnderlayPrefix)); err != nil {
+		return nil, err
+	}
+	if err := route(h, netip.MustParsePrefix("0.0.0.0/0"), FirewallUnderlayIP); err != nil {
+		return nil, err
+	}
+	// Hardened hosts check reverse paths strictly (SPEC §6); nodes route
+	// for their pods.
+	if err := h.sysctl(map[string]string{
+		"net.ipv4.conf.all.rp_filter":     "1",
+		"net.ipv4.conf.default.rp_filter": "1",
+		"net.ipv4.ip_forward":             "1",
+	}); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// installCNI copies the primary CNI plugins into the node and writes its
+// conflist: ptp + host-local with the node's pod range, as kindnet would.
+func (l *Lab) installCNI(n *Node) error {
+	for _, name := range []string{"ptp", "bridge", "host-local", "loopback"} {
+		if err := copyFile(filepath.Join(l.cfg.Bins.CNIDir, name), filepath.Join(n.Dir, "opt/cni/bin", name), 0o755); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(n.Dir, "opt/cni/net.d", "10-lab.conflist"), []byte(PrimaryConflist(n.PodCIDR)), 0o644)
+}
+
+// PrimaryConflist is the lab's primary CNI configuration for a node with
+// pod range cidr: ptp with masquerade (pods leave with the node's address,
+// as with kindnet) and host-local IPAM.
+func PrimaryConflist(cidr netip.Prefix) string {
+	return fmt.Sprintf(`{
+  "cniVersion": "1.0.0",
+  "name": "lab",
+  "plugins": [
+    {
+      "type": "ptp",
+      "mtu": %d,
+      "ipMasq": true,
+      "ipMasqBackend": "nftables",
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "%s"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    }
+  ]
+}
+`, underlayMTU, cidr)
+}
+
+// startContainerd writes the node's containerd configuration and starts
+// it inside the node's namespaces.
+func (l *Lab) startContainerd(ctx context.Context, n *Node) error {
+	cfg := fmt.Sprintf(`version = 2
+root = "/var/lib/containerd"
+state = "/run/containerd"
+[grpc]
+  address = "/run/containerd/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  # The machine lacks CAP_SYS_RESOURCE: without this runc fails with
+  # "can't get final child's PID from pipe" when it lowers oom_score_adj.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %q
+    conf_dir = %q
+`, l.cfg.SandboxImage, CNIBinDir, CNIConfDir)
+	path := filepath.Join(n.Dir, "etc", "containerd.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	p, err := l.startIn(n.host, "containerd", []string{l.cfg.Bins.Containerd, "--config", path})
+	if err != nil {
+		return err
+	}
+	n.containerd = p
+	if err := waitFor(20*time.Second, func() (bool, error) {
+		if p.exited() {
+			return false, fmt.Errorf("containerd on %s exited: %v\n%s", n.Name, p.err, p.tail(20))
+		}
+		_, err := os.Stat(n.ContainerdSocket())
+		return err == nil, nil
+	}); err != nil {
+		return fmt.Errorf("start containerd on %s: %w", n.Name, err)
+	}
+	for _, img := range l.cfg.Images {
+		if err := l.importImage(ctx, n, img); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// importImage loads an image tarball into the node's containerd, in the
+// namespace the CRI uses.
+func (l *Lab) importImage(ctx context.Context, n *Node, tarball string) error {
+	out, err := l.run(ctx, n.host, nil, l.cfg.Bins.Ctr, "--address", "/run/containerd/containerd.sock",
+		"-n", "k8s.io", "images", "import", tarball)
+	if err != nil {
+		return fmt.Errorf("import %s into %s: %w", filepath.Base(tarball), n.Name, err)
+	}
+	l.cfg.logf("%s: imported %s", n.Name, strings.TrimSpace(string(out)))
+	return nil
+}
+
+// startKubelet issues the node's credentials, writes its configuration and
+// starts the kubelet in the node's namespaces.
+func (l *Lab) startKubelet(n *Node) error {
+	pk := l.pki
+	certName := "kubelet-" + n.Name
+	if err := pk.issue(certName, "system:node:"+n.Name, []string{"system:nodes"}, nil); err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(n.Dir, "etc", "kubelet.kubeconfig")
+	if err := pk.kubeconfig(kubeconfig, fmt.Sprintf("https://%s:%d", ControlPlaneIP, APIServerPort), certName); err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: %s
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: %s}
+authorization: {mode: Webhook}
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+# cgroups v1 hybrid without systemd (SPEC §6).
+cgroupDriver: cgroupfs
+cgroupRoot: /%s/%s/pods
+failCgroupV1: false
+# No CAP_SYS_RESOURCE: the kubelet must not lower its own oom_score_adj.
+oomScoreAdj: 0
+# Never rewrite the machine's sysctls; the node's mount namespace shows
+# the expected values instead.
+protectKernelDefaults: true
+volumePluginDir: /var/lib/kubelet/volumeplugins
+podLogsDir: /var/log/pods
+resolvConf: ""
+failSwapOn: false
+staticPodPath: ""
+# Images are imported, never pulled; keep them.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard:
+  memory.available: "1Mi"
+  nodefs.available: "1%%"
+  imagefs.available: "1%%"
+serializeImagePulls: false
+nodeStatusReportFrequency: 10s
+`, n.IP, pk.path("ca.crt"), cgroupName, n.Name)
+	cfgPath := filepath.Join(n.Dir, "etc", "kubelet.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	if err := makeCgroup(n.Name + "/pods"); err != nil {
+		return err
+	}
+	labels := "nsegress.io/lab=true"
+	if n.Gateway {
+		labels += "," + GatewayLabel + "=true"
+	}
+	p, err := l.startIn(n.host, "kubelet", []string{l.cfg.Bins.Kubelet,
+		"--config=" + cfgPath,
+		"--kubeconfig=" + kubeconfig,
+		"--hostname-override=" + n.Name,
+		"--node-ip=" + n.IP.String(),
+		"--node-labels=" + labels,
+		"--v=1",
+	})
+	if err != nil {
+		return err
+	}
+	n.kubelet = p
+	return nil
+}
+
+// waitNodeReady waits until the node reports Ready.
+func (l *Lab) waitNodeReady(ctx context.Context, n *Node, timeout time.Duration) error {
+	err := waitFor(timeout, func() (bool, error) {
+		if n.kubelet.exited() {
+			return false, fmt.Errorf("kubelet on %s exited: %v\n%s", n.Name, n.kubelet.err, n.kubelet.tail(30))
+		}
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		node, err := l.client.CoreV1().Nodes().Get(c, n.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, cond := range node.Status.Conditions {
+			if cond.Type == corev1.NodeReady {
+				return cond.Status == corev1.ConditionTrue, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s not Ready: %w\n%s", n.Name, err, n.kubelet.tail(30))
+	}
+	return nil
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	return out.Close()
+}
+
+// LoadImage imports an image tarball into every node's containerd.
+func (l *Lab) LoadImage(ctx context.Context, tarball string) error {
+	for _, n := range l.nodes {
+		if err := l.importImage(ctx, n, tarball); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadNodeFile reads a file as the named node sees it, for paths below the
+// node's own folders (/run, /var/lib, /var/log, /opt).
+func (l *Lab) ReadNodeFile(node, path string) ([]byte, error) {
+	for _, n := range l.nodes {
+		if n.Name == node {
+			p, err := n.HostPath(path)
+			if err != nil {
+				return nil, err
+			}
+			return os.ReadFile(p)
+		}
+	}
+	return nil, fmt.Errorf("no node %q in the lab", node)
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"time"
+)
+
+// shutdownGrace bounds how long "labbox echo" waits for requests in
+// flight after SIGTERM; the kubelet's own grace period is longer.
+const shutdownGrace = 5 * time.Second
+
+// echoConfig is the parsed command line of "labbox echo".
+type echoConfig struct {
+	listen string
+}
+
+// parseEcho parses the arguments of "labbox echo".
+func parseEcho(fs *flag.FlagSet, args []string) (echoConfig, error) {
+	var cfg echoConfig
+	fs.StringVar(&cfg.listen, "listen", ":8080", "`address` to listen on")
+	if err := parseFlags(fs, args); err != nil {
+		return echoConfig{}, err
+	}
+	if fs.NArg() != 0 {
+		return echoConfig{}, usagef("echo takes no arguments, got %q", fs.Args())
+	}
+	if _, _, err := net.SplitHostPort(cfg.listen); err != nil {
+		return echoConfig{}, usagef("echo: -listen %q: %v", cfg.listen, err)
+	}
+	return cfg, nil
+}
+
+// runEcho implements "labbox echo": the lab's backends and in-cluster
+// servers, which tell each caller the source IP they saw (SPEC §6: each
+// backend answers with the caller's source IP, which is how a test sees
+// which egress IP a pod's traffic left with).
+func runEcho(ctx context.Context, p proc, fs *flag.FlagSet, args []string) error {
+	cfg, err := parseEcho(fs, args)
+	if err != nil {
+		return err
+	}
+	// Listen before serving so that a taken port fails the command at once.
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
+	}
+	logger := log.New(p.stdout, "", log.LstdFlags|log.LUTC)
+	logger.Printf("listening on %s", ln.Addr())
+	srv := &http.Server{
+		Handler:           newEchoHandler(logger),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          log.New(p.stderr, "", log.LstdFlags|log.LUTC),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shut down server on %s: %w", ln.Addr(), err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+	}
+	logger.Printf("stopped")
+	return nil
+}
+
+// newEchoHandler returns the handler of "labbox echo": every request, on
+// any path and with any method, gets the caller's source IP and a newline
+// as text/plain. Each request is logged as one line to logger, so that
+// kubectl logs shows who called.
+func newEchoHandler(logger *log.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip := sourceIP(r.RemoteAddr)
+		logger.Printf("%s %s %s from %s", r.Method, r.Host, r.URL.RequestURI(), ip)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, ip+"\n")
+	})
+}
+
+// sourceIP returns the host part of an http.Request's RemoteAddr
+// ("198.18.1.5:41234" gives "198.18.1.5", "[2001:db8::1]:80" gives
+// "2001:db8::1"); an address without a port is returned as it is.
+func sourceIP(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return remoteAddr
+	}
+	return host
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestEchoHandler(t *testing.T) {
+	tests := []struct {
+		name       string
+		method     string
+		target     string
+		remoteAddr string
+		wantBody   string
+		wantLog    string
+	}{
+		{
+			name:       "a GET is answered with the caller's IPv4 address",
+			method:     http.MethodGet,
+			target:     "/",
+			remoteAddr: "198.51.100.101:40312",
+			wantBody:   "198.51.100.101\n",
+			wantLog:    "GET example.com / from 198.51.100.101",
+		},
+		{
+			name:       "an IPv6 caller gets its address without brackets",
+			method:     http.MethodGet,
+			target:     "/",
+			remoteAddr: "[2001:db8::7]:5555",
+			wantBody:   "2001:db8::7\n",
+			wantLog:    "from 2001:db8::7",
+		},
+		{
+			name:       "any path and method get the same answer",
+			method:     http.MethodPost,
+			target:     "/some/path?q=1",
+			remoteAddr: "198.18.2.9:1000",
+			wantBody:   "198.18.2.9\n",
+			wantLog:    "POST example.com /some/path?q=1 from 198.18.2.9",
+		},
+		{
+			name:       "a remote address without a port is echoed whole",
+			method:     http.MethodGet,
+			target:     "/",
+			remoteAddr: "@unix",
+			wantBody:   "@unix\n",
+			wantLog:    "from @unix",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			h := newEchoHandler(log.New(&logs, "", 0))
+			req := httptest.NewRequest(tt.method, tt.target, nil)
+			req.RemoteAddr = tt.remoteAddr
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+
+			if rec.Code != http.StatusOK {
+				t.Errorf("status = %d, want 200", rec.Code)
+			}
+			if got := rec.Body.String(); got != tt.wantBody {
+				t.Errorf("body = %q, want %q", got, tt.wantBody)
+			}
+			if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+				t.Errorf("Content-Type = %q, want text/plain", ct)
+			}
+			if lines := strings.Count(logs.String(), "\n"); lines != 1 {
+				t.Errorf("logged %d lines, want 1: %q", lines, logs.String())
+			}
+			if !strings.Contains(logs.String(), tt.wantLog) {
+				t.Errorf("log = %q, want it to contain %q", logs.String(), tt.wantLog)
+			}
+		})
+	}
+}
+
+func TestEchoServerAnswersOverTCPAndStopsOnSignal(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout := &syncBuffer{}
+	p := proc{stdout: stdout, stderr: tWriter{t}, getenv: func(string) string { return "" }}
+	done := make(chan error, 1)
+	go func() {
+		done <- runEcho(ctx, p, testFlagSet(t, "echo"), []string{"-listen", "127.0.0.1:0"})
+	}()
+
+	addr := waitForListenLine(t, stdout, done)
+	var body bytes.Buffer
+	if err := get(ctx, getConfig{url: "http://" + addr + "/", timeout: 5 * time.Second}, &body); err != nil {
+		t.Fatalf("get from echo server: %v", err)
+	}
+	if body.String() != "127.0.0.1\n" {
+		t.Errorf("body = %q, want %q", body.String(), "127.0.0.1\n")
+	}
+
+	cancel() // as SIGTERM does
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("runEcho after cancel = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("runEcho did not return after cancel")
+	}
+}
+
+// waitForListenLine waits for the echo server's "listening on ADDR" log
+// line and returns ADDR.
+func waitForListenLine(t *testing.T, out *syncBuffer, done <-chan error) string {
+	t.Helper()
+	const marker = "listening on "
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			t.Fatalf("runEcho returned early: %v", err)
+		default:
+		}
+		s := out.String()
+		if i := strings.Index(s, marker); i >= 0 {
+			rest := s[i+len(marker):]
+			if j := strings.IndexByte(rest, '\n'); j >= 0 {
+				return rest[:j]
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %q line in output %q", marker, out.String())
+	return ""
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+var _ io.Writer = (*syncBuffer)(nil)
