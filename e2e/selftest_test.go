@@ -205,7 +205,7 @@ func TestLabSelfTest(t *testing.T) {
 				t.Errorf("logs of %s: %v", p.Name, err)
 				continue
 			}
-			if !strings.Contains(out, "GET /") {
+			if !strings.Contains(out, "GET ") || !strings.Contains(out, " from ") {
 				t.Errorf("logs of %s show no request:\n%s", p.Name, out)
 			}
 		}

@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,6 +44,7 @@ type Lab struct {
 	nodes     []*Node
 	backends  []Backend
 	forwarder *forwarder
+	ports     atomic.Uint32 // numbers the switch's ports
 	rest      *rest.Config
 	client    kubernetes.Interface
 

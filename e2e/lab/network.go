@@ -44,10 +44,10 @@ func (l *Lab) attach(h *host, ifname, bridge string, addr netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("find bridge %s: %w", bridge, err)
 	}
-	port := h.name + "-" + ifname
-	if len(port) > 15 {
-		return fmt.Errorf("interface name %q longer than 15 bytes", port)
-	}
+	// Interface names hold 15 bytes at most, too few for host names;
+	// number the switch ports instead (the holder's log says which is
+	// whose).
+	port := fmt.Sprintf("port%d", l.ports.Add(1))
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: port, MTU: underlayMTU, MasterIndex: br.Attrs().Index},
 		PeerName:      ifname,

@@ -1,0 +1,101 @@
+package cniconf
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// PluginType is the "type" of nsegress's entry in a conflist (SPEC §4). An
+// entry of this type is ours: Patch replaces it and Unpatch removes it.
+const PluginType = "nsegress"
+
+// Entry is nsegress's element of the primary's "plugins" list. The plugin
+// reads everything node-specific from it (SPEC §4), so that several
+// simulated nodes can share one machine with nothing hard-wired to a host.
+//
+// Its JSON form is deterministic (fields in declaration order, "type"
+// first, maps with sorted keys): installing the same Entry twice must give
+// the same bytes, or every reconcile of the agent would rewrite the file.
+type Entry struct {
+	// Kubeconfig is the path of the kubeconfig the plugin uses to look up
+	// pods and policies.
+	Kubeconfig string `json:"kubeconfig"`
+	// StateDir is the plugin's directory for per-node state, such as the
+	// agent's last known snapshot that ADD falls back to (SPEC §5).
+	StateDir string `json:"stateDir"`
+	// LogFile is where the plugin logs; a CNI plugin's stderr goes to the
+	// runtime's log, not to us.
+	LogFile string `json:"logFile"`
+	// Tunnel holds the plugin's tunnel parameters as the plugin package
+	// defines them; it must marshal to a JSON object. Nil leaves it out.
+	Tunnel any `json:"tunnel,omitempty"`
+}
+
+// entryFields is Entry without its methods, so that embedding it does not
+// promote Entry.MarshalJSON and recurse.
+type entryFields Entry
+
+// wireEntry fixes the key order of the entry's JSON: "type" first, as every
+// conflist writes it, then Entry's fields.
+type wireEntry struct {
+	Type string `json:"type"`
+	entryFields
+}
+
+// Validate reports the first field that the plugin could not use. Paths
+// must be absolute: the plugin runs with the runtime's working directory,
+// which is no place to resolve a relative path against.
+func (e Entry) Validate() error {
+	for _, f := range []struct{ name, val string }{
+		{"kubeconfig", e.Kubeconfig},
+		{"stateDir", e.StateDir},
+		{"logFile", e.LogFile},
+	} {
+		if f.val == "" {
+			return fmt.Errorf("nsegress entry: %s is empty", f.name)
+		}
+		if !filepath.IsAbs(f.val) {
+			return fmt.Errorf("nsegress entry: %s %q is not an absolute path", f.name, f.val)
+		}
+	}
+	if e.Tunnel != nil {
+		b, err := json.Marshal(e.Tunnel)
+		if err != nil {
+			return fmt.Errorf("nsegress entry: tunnel: %w", err)
+		}
+		if t := bytes.TrimSpace(b); len(t) == 0 || t[0] != '{' {
+			return fmt.Errorf("nsegress entry: tunnel is not a JSON object: %s", t)
+		}
+	}
+	return nil
+}
+
+// MarshalJSON gives the entry's compact JSON form, with "type": "nsegress".
+func (e Entry) MarshalJSON() ([]byte, error) {
+	return e.encode("", "", "")
+}
+
+// encode marshals the entry for a place in a file: indented with prefix and
+// unit when unit is not empty (compact otherwise), with nl as line ending.
+// HTML escaping is off, so paths read as written.
+func (e Entry) encode(prefix, unit, nl string) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if unit != "" {
+		enc.SetIndent(prefix, unit)
+	}
+	if err := enc.Encode(wireEntry{Type: PluginType, entryFields: entryFields(e)}); err != nil {
+		return nil, fmt.Errorf("nsegress entry: %w", err)
+	}
+	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if nl != "" && nl != "\n" {
+		// JSON strings cannot hold a raw newline, so every '\n' here is
+		// one the encoder put between tokens.
+		out = []byte(strings.ReplaceAll(string(out), "\n", nl))
+	}
+	return out, nil
+}

@@ -1,0 +1,524 @@
+package cniconf
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+)
+
+const (
+	// recordName is the install record in the state dir.
+	recordName = "cniconf-install.json"
+	// backupSuffix makes the backup's name: the primary's file name plus
+	// this. No runtime loads a file with this extension, should the
+	// backup ever land in a conf dir.
+	backupSuffix = ".orig"
+	// stateFileMode keeps the record and backup private: the primary's
+	// config can hold credentials (Calico's kubeconfig path, tokens).
+	stateFileMode = 0o600
+)
+
+// Installer puts nsegress into the primary CNI's config in ConfDir and
+// takes it out again, keeping in StateDir what it needs for the way back.
+// Its methods are safe to call again after a crash or with the same Entry
+// twice; one agent per node calls them, never two at once.
+type Installer struct {
+	// ConfDir is the runtime's CNI conf dir, e.g. /etc/cni/net.d.
+	ConfDir string
+	// StateDir holds the install record and the backup of the primary's
+	// file. It lies outside ConfDir, so the runtime never reads it.
+	StateDir string
+
+	// beforeRename, when set, runs between writing a temporary file and
+	// renaming it into place; tests use it to stand for a crash there.
+	beforeRename func(tmp string) error
+}
+
+// NewInstaller checks the two directories. The state dir must not be the
+// conf dir or inside it: libcni reads <conf dir>/<network name>/*.conf,
+// and a runtime that reads our backup would run a second network.
+func NewInstaller(confDir, stateDir string) (*Installer, error) {
+	if confDir == "" || stateDir == "" {
+		return nil, errors.New("cniconf: conf dir and state dir must both be set")
+	}
+	ca, err := filepath.Abs(confDir)
+	if err != nil {
+		return nil, fmt.Errorf("cniconf: conf dir %s: %w", confDir, err)
+	}
+	sa, err := filepath.Abs(stateDir)
+	if err != nil {
+		return nil, fmt.Errorf("cniconf: state dir %s: %w", stateDir, err)
+	}
+	if rel, err := filepath.Rel(ca, sa); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return nil, fmt.Errorf("cniconf: state dir %s is inside conf dir %s, where the runtime could read our backup", stateDir, confDir)
+	}
+	return &Installer{ConfDir: ca, StateDir: sa}, nil
+}
+
+// Result says what Install or Uninstall did.
+type Result struct {
+	// Primary is the base name of the primary's own file.
+	Primary string
+	// Written is the base name of the file that carries nsegress (after
+	// Install) or did (after Uninstall). It differs from Primary when a
+	// single-plugin .conf was upconverted.
+	Written string
+	// Changed is whether a file in the conf dir changed.
+	Changed bool
+	// Skipped are config files passed over as the primary because they
+	// do not load.
+	Skipped []SkippedFile
+}
+
+// record is what the state dir remembers of an install.
+type record struct {
+	ConfDir string `json:"confDir"`
+	// Primary is the primary's file as it was found; its bytes are in
+	// the backup.
+	Primary string `json:"primary"`
+	// Written is the file we wrote.
+	Written string `json:"written"`
+	// Mode is the primary's file mode, in octal, given to every file we
+	// write in its place.
+	Mode string `json:"mode"`
+	// WrittenSHA256 is the digest of the bytes we wrote: while Written
+	// still has them, the file is ours to restore.
+	WrittenSHA256 string `json:"writtenSHA256"`
+}
+
+func (r *record) mode() fs.FileMode {
+	m, _ := strconv.ParseUint(r.Mode, 8, 32) // checked by loadRecord
+	return fs.FileMode(m).Perm()
+}
+
+func digest(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func (in *Installer) confPath(name string) string { return filepath.Join(in.ConfDir, name) }
+func (in *Installer) recordPath() string          { return filepath.Join(in.StateDir, recordName) }
+func (in *Installer) backupPath(name string) string {
+	return filepath.Join(in.StateDir, name+backupSuffix)
+}
+
+// loadRecord returns nil when nsegress is not installed (no record).
+func (in *Installer) loadRecord() (*record, error) {
+	b, err := os.ReadFile(in.recordPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("install record: %w", err)
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("install record %s: %v", in.recordPath(), err)
+	}
+	for _, f := range []struct{ field, name string }{{"primary", r.Primary}, {"written", r.Written}} {
+		if !isConfName(f.name) || filepath.Base(f.name) != f.name {
+			return nil, fmt.Errorf("install record %s: %s %q is not a config file name", in.recordPath(), f.field, f.name)
+		}
+	}
+	if _, err := strconv.ParseUint(r.Mode, 8, 32); err != nil {
+		return nil, fmt.Errorf("install record %s: mode %q is not octal", in.recordPath(), r.Mode)
+	}
+	if r.ConfDir != in.ConfDir {
+		return nil, fmt.Errorf("install record %s: it is for conf dir %s, not %s", in.recordPath(), r.ConfDir, in.ConfDir)
+	}
+	return &r, nil
+}
+
+func (in *Installer) writeState(name string, data []byte) error {
+	return writeFileAtomic(filepath.Join(in.StateDir, name), data, stateFileMode, in.beforeRename)
+}
+
+// CheckForeignRename reports a ForeignRenameError when another component
+// has renamed our file or the primary's to *.cilium_bak. Install checks
+// this first; the agent can also call it on its own schedule, to raise
+// the problem while no install is due.
+func (in *Installer) CheckForeignRename() error {
+	rec, err := in.loadRecord()
+	if err != nil || rec == nil {
+		return err
+	}
+	return in.checkRenamed(rec)
+}
+
+func (in *Installer) checkRenamed(rec *record) error {
+	ents, err := os.ReadDir(in.ConfDir)
+	if err != nil {
+		return fmt.Errorf("cni conf dir %s: %w", in.ConfDir, err)
+	}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.Name()
+	}
+	return detectForeignRename(in.ConfDir, names, rec.Written, rec.Primary)
+}
+
+// Install makes the primary's config, as the runtime chooses it, run
+// nsegress with e after the primary's plugins. The primary's original
+// bytes go to the state dir first, then the record, then the config:
+// a record naming bytes not yet written is harmless (the next Install
+// starts over; Uninstall finds the file not ours and removes only our
+// entry, which is not there), while a config with our entry and no record
+// could leave an upconverted file behind.
+//
+// It errors with a *NoPrimaryError when there is no config to chain
+// after, and with a *ForeignRenameError when Cilium renamed our file.
+func (in *Installer) Install(e Entry) (Result, error) {
+	if err := e.Validate(); err != nil {
+		return Result{}, err
+	}
+	if err := os.MkdirAll(in.StateDir, 0o700); err != nil {
+		return Result{}, fmt.Errorf("state dir: %w", err)
+	}
+	rec, err := in.loadRecord()
+	if err != nil {
+		return Result{}, err
+	}
+	if rec != nil {
+		if err := in.checkRenamed(rec); err != nil {
+			return Result{}, err
+		}
+	}
+	sel, err := SelectPrimary(in.ConfDir)
+	if err != nil {
+		return Result{Skipped: sel.Skipped}, err
+	}
+	if rec != nil && sel.Name != rec.Written && sel.Name != rec.Primary {
+		// The runtime's choice moved to another file (a new primary CNI,
+		// or a file of ours that broke). Undo the old install first, so
+		// that one file only carries nsegress and the old backup is not
+		// lost with the record, then choose again: what undo restores
+		// may sort first.
+		if _, err := in.undo(rec); err != nil {
+			return Result{Skipped: sel.Skipped}, err
+		}
+		rec = nil
+		if sel, err = SelectPrimary(in.ConfDir); err != nil {
+			return Result{Skipped: sel.Skipped}, err
+		}
+	}
+	res := Result{Skipped: sel.Skipped}
+
+	cur, src, err := in.source(rec, sel.Name)
+	if err != nil {
+		return res, err
+	}
+	outPath, out, err := Patch(in.confPath(src.name), src.data, e)
+	if err != nil {
+		return res, err
+	}
+	written := filepath.Base(outPath)
+	res.Primary, res.Written = src.name, written
+	if written != src.name {
+		if err := in.checkUpconvert(rec, src.name, written, out); err != nil {
+			return res, err
+		}
+	}
+	newRec := record{
+		ConfDir:       in.ConfDir,
+		Primary:       src.name,
+		Written:       written,
+		Mode:          fmt.Sprintf("%#o", src.mode),
+		WrittenSHA256: digest(out),
+	}
+	upToDate := written == sel.Name && bytes.Equal(cur, out)
+	if src.fromBackup && upToDate && *rec == newRec {
+		return res, nil
+	}
+
+	if !src.fromBackup {
+		if err := in.writeState(src.name+backupSuffix, src.data); err != nil {
+			return res, err
+		}
+	}
+	rb, err := json.MarshalIndent(newRec, "", "  ")
+	if err != nil {
+		return res, err
+	}
+	if err := in.writeState(recordName, append(rb, '\n')); err != nil {
+		return res, err
+	}
+	if !upToDate {
+		if err := writeFileAtomic(in.confPath(written), out, src.mode, in.beforeRename); err != nil {
+			return res, err
+		}
+		res.Changed = true
+	}
+	if written != src.name {
+		// Only now that the conflist is in place: until here the
+		// runtime kept loading the .conf, so pods never lacked a network.
+		if _, err := os.Lstat(in.confPath(src.name)); err == nil {
+			if err := removeFile(in.confPath(src.name)); err != nil {
+				return res, err
+			}
+			res.Changed = true
+		}
+	}
+	return res, nil
+}
+
+// source is the primary's own config: the bytes, name and mode that Patch
+// starts from and Uninstall restores.
+type source struct {
+	name       string
+	data       []byte
+	mode       fs.FileMode
+	fromBackup bool
+}
+
+// source reads the selected file (returned as cur) and finds the
+// primary's own config behind it.
+func (in *Installer) source(rec *record, selected string) (cur []byte, src source, err error) {
+	path := in.confPath(selected)
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, source{}, err
+	}
+	if !fi.Mode().IsRegular() {
+		// Renaming over a symlink would replace the link with a file, and
+		// restoring the bytes would not bring the link back.
+		return nil, source{}, fmt.Errorf("%s is not a regular file (%v); nsegress edits only regular files", path, fi.Mode().Type())
+	}
+	cur, err = os.ReadFile(path)
+	if err != nil {
+		return nil, source{}, err
+	}
+	if filepath.Ext(selected) == ".conflist" {
+		if err := checkNoDirPlugins(path, cur); err != nil {
+			return nil, source{}, err
+		}
+	}
+	if rec != nil && selected == rec.Written && digest(cur) == rec.WrittenSHA256 {
+		// Still exactly what we wrote: start again from the backup, so a
+		// changed Entry takes effect and the backup stays the primary's
+		// own bytes.
+		orig, err := os.ReadFile(in.backupPath(rec.Primary))
+		if err == nil {
+			return cur, source{name: rec.Primary, data: orig, mode: rec.mode(), fromBackup: true}, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, source{}, fmt.Errorf("backup: %w", err)
+		}
+		// The backup is lost: rebuild it from the file, as below.
+	}
+	src = source{name: selected, data: cur, mode: fi.Mode().Perm()}
+	if filepath.Ext(selected) == ".conflist" {
+		// An entry we hold no record of (a lost state dir, or a primary
+		// that kept our entry when it rewrote its file) is not the
+		// primary's: its config is the file without it.
+		if src.data, _, err = Unpatch(path, cur); err != nil {
+			return nil, source{}, err
+		}
+	}
+	return cur, src, nil
+}
+
+// checkNoDirPlugins refuses a conflist whose network also takes plugins
+// from <conf dir>/<network name>/*.conf (libcni does this unless
+// loadOnlyInlinedPlugins is set): those run after the inline list, so
+// nsegress would not run last.
+func checkNoDirPlugins(path string, data []byte) error {
+	inline, err := libcni.ConfListFromBytes(data)
+	if err != nil {
+		return fmt.Errorf("conflist %s: %v", path, err)
+	}
+	full, err := libcni.ConfListFromFile(path)
+	if err != nil {
+		return fmt.Errorf("conflist %s: %v", path, err)
+	}
+	if n := len(full.Plugins) - len(inline.Plugins); n > 0 {
+		return fmt.Errorf("conflist %s: %d plugins come from %s/*.conf and would run after nsegress; not supported",
+			path, n, filepath.Join(filepath.Dir(path), inline.Name))
+	}
+	return nil
+}
+
+// checkUpconvert makes sure that writing to (a .conflist) in place of from
+// (a .conf or .json) keeps the runtime's choice: no other config file may
+// sort between the two names, and to must not be someone else's file.
+func (in *Installer) checkUpconvert(rec *record, from, to string, out []byte) error {
+	names, err := confNames(in.ConfDir)
+	if err != nil {
+		return err
+	}
+	lo, hi := min(from, to), max(from, to)
+	for _, n := range names {
+		if n != from && n != to && lo < n && n < hi {
+			return fmt.Errorf("cannot upconvert %s to %s in %s: %s sorts between them, so the runtime would load another network",
+				from, to, in.ConfDir, n)
+		}
+	}
+	existing, err := os.ReadFile(in.confPath(to))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	}
+	ours := bytes.Equal(existing, out) || (rec != nil && rec.Written == to && digest(existing) == rec.WrittenSHA256)
+	if !ours {
+		return fmt.Errorf("cannot upconvert %s to %s in %s: %s exists and is not ours", from, to, in.ConfDir, to)
+	}
+	return nil
+}
+
+// Uninstall takes nsegress out of the conf dir. The file we wrote gets
+// the primary's original bytes back when it still holds exactly what we
+// wrote; when the primary has rewritten it since, only our entry goes.
+// Then any nsegress entry left in another conflist goes too, and last the
+// record and backup: a crash part way is finished by the next call.
+// Uninstall when nothing is installed changes nothing.
+func (in *Installer) Uninstall() (Result, error) {
+	rec, err := in.loadRecord()
+	if err != nil {
+		return Result{}, err
+	}
+	var res Result
+	if rec != nil {
+		res.Primary, res.Written = rec.Primary, rec.Written
+		if res.Changed, err = in.undo(rec); err != nil {
+			return res, err
+		}
+	}
+	swept, err := in.sweep()
+	res.Changed = res.Changed || swept
+	return res, err
+}
+
+// undo reverses the install that rec describes and deletes rec and its
+// backup.
+func (in *Installer) undo(rec *record) (changed bool, err error) {
+	wpath := in.confPath(rec.Written)
+	orig, err := os.ReadFile(in.backupPath(rec.Primary))
+	haveOrig := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("backup: %w", err)
+	}
+	cur, err := os.ReadFile(wpath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Our file is gone: removed or renamed by someone else (see
+		// ForeignRenameError). Bringing the backup back would revive a
+		// network someone took away.
+	case err != nil:
+		return false, err
+	case haveOrig && digest(cur) == rec.WrittenSHA256:
+		if err := in.restore(rec, orig); err != nil {
+			return false, err
+		}
+		changed = true
+	default:
+		stripped, n, err := Unpatch(wpath, cur)
+		if err != nil {
+			// Rewritten into something that does not parse: the runtime
+			// cannot run it either, and it is not ours to repair.
+			break
+		}
+		if haveOrig && rec.Primary != rec.Written {
+			if up, err := upconvert(rec.Primary, orig); err == nil && bytes.Equal(stripped, up) {
+				// Nothing but our entry differs from the list made of
+				// the .conf: the .conf can come back.
+				if err := in.restore(rec, orig); err != nil {
+					return false, err
+				}
+				changed = true
+				break
+			}
+		}
+		if n > 0 {
+			fi, err := os.Stat(wpath)
+			if err != nil {
+				return false, err
+			}
+			if err := writeFileAtomic(wpath, stripped, fi.Mode().Perm(), in.beforeRename); err != nil {
+				return false, err
+			}
+			changed = true
+		}
+	}
+	// The record goes first: without it a backup is only a stray file,
+	// while a record without its backup makes the next call fall back to
+	// removing our entry.
+	if err := removeFile(in.recordPath()); err != nil {
+		return changed, err
+	}
+	return changed, removeFile(in.backupPath(rec.Primary))
+}
+
+// restore gives the primary its original file back.
+func (in *Installer) restore(rec *record, orig []byte) error {
+	if rec.Primary == rec.Written {
+		return writeFileAtomic(in.confPath(rec.Primary), orig, rec.mode(), in.beforeRename)
+	}
+	// Upconverted: the .conf (or .json) comes back before our .conflist
+	// goes, so the runtime has a network to load at every moment. If the
+	// primary has written its file again meanwhile, theirs is newer than
+	// our backup and stays.
+	ppath := in.confPath(rec.Primary)
+	if _, err := os.Lstat(ppath); errors.Is(err, fs.ErrNotExist) {
+		if err := writeFileAtomic(ppath, orig, rec.mode(), in.beforeRename); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	return removeFile(in.confPath(rec.Written))
+}
+
+// sweep removes nsegress entries from every conflist in the conf dir:
+// those of an install whose record is lost, or that a primary kept when
+// it rewrote its file under another name. Files that do not parse are
+// left alone; a list of nothing but nsegress is reported, as removing
+// the entry would leave a config no runtime loads.
+func (in *Installer) sweep() (changed bool, err error) {
+	names, err := confNames(in.ConfDir)
+	if err != nil {
+		return false, err
+	}
+	var errs []error
+	for _, n := range names {
+		if filepath.Ext(n) != ".conflist" {
+			continue
+		}
+		path := in.confPath(n)
+		fi, err := os.Lstat(path)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out, removed, err := Unpatch(path, data)
+		if err != nil {
+			if _, perr := parseList(path, data); perr == nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if removed == 0 {
+			continue
+		}
+		if err := writeFileAtomic(path, out, fi.Mode().Perm(), in.beforeRename); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		changed = true
+	}
+	return changed, errors.Join(errs...)
+}

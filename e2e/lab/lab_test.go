@@ -1,0 +1,273 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nsegress/nsegress/e2e/privtest"
+)
+
+// childEnv makes the test binary a lab process that a test then kills.
+const childEnv = "NSEGRESS_LAB_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		if err := runChild(); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// smallConfig is the smallest useful lab: one worker, one backend.
+func smallConfig(t testing.TB) Config {
+	t.Helper()
+	privtest.Require(t)
+	if testing.Short() {
+		t.Skip("lab tests do not run with -short")
+	}
+	cfg := DefaultConfig()
+	cfg.Workers, cfg.Gateways, cfg.Backends = 1, 0, 1
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := Prepare(ctx, &cfg); err != nil {
+		if errors.Is(err, ErrBinariesMissing) {
+			privtest.Unavailable(t, err.Error())
+		}
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// runChild starts a small lab with one running pod, says "ready" and
+// waits to be killed.
+func runChild() error {
+	cfg := DefaultConfig()
+	cfg.Workers, cfg.Gateways, cfg.Backends = 1, 0, 1
+	ctx := context.Background()
+	if err := Prepare(ctx, &cfg); err != nil {
+		return err
+	}
+	l, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := runPod(ctx, l); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	select {}
+}
+
+func runPod(ctx context.Context, l *Lab) error {
+	cs := l.Client()
+	err := waitFor(30*time.Second, func() (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("default ServiceAccount: %w", err)
+	}
+	_, err = cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "sleeper"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "s", Image: LabboxImage, ImagePullPolicy: corev1.PullNever, Command: []string{"/labbox", "sleep"}}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	return waitFor(60*time.Second, func() (bool, error) {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, "sleeper", metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodRunning, nil
+	})
+}
+
+// machineState is what the lab must leave as it found it.
+func machineState(t *testing.T) map[string]string {
+	t.Helper()
+	state := map[string]string{}
+	for name, argv := range map[string][]string{
+		"ip netns list":      {"ip", "netns", "list"},
+		"ip link":            {"ip", "-o", "link", "show"},
+		"ip addr":            {"ip", "-o", "addr", "show"},
+		"ip route":           {"ip", "route", "show", "table", "all"},
+		"ip rule":            {"ip", "rule", "show"},
+		"nft list ruleset":   {"nft", "list", "ruleset"},
+		"mounts":             {"cat", "/proc/self/mountinfo"},
+		"cgroups of the lab": {"sh", "-c", "ls -d /sys/fs/cgroup/*/" + cgroupName + " 2>/dev/null || true"},
+	} {
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v: %s", name, err, out)
+		}
+		state[name] = string(out)
+	}
+	for _, s := range []string{
+		"net/ipv4/ip_forward", "net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter",
+		"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+		"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+	} {
+		b, err := os.ReadFile("/proc/sys/" + s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		state["sysctl "+s] = string(b)
+	}
+	for _, p := range []string{"/etc/cni", "/var/lib/cni", "/opt/cni", "/usr/libexec/kubernetes", "/var/lib/kubelet",
+		"/var/lib/containerd", "/run/containerd", os.Getenv("HOME") + "/.kube"} {
+		_, err := os.Stat(p)
+		state["exists "+p] = fmt.Sprint(err == nil)
+	}
+	return state
+}
+
+func diffState(t *testing.T, before, after map[string]string) {
+	t.Helper()
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("%s changed:\nbefore:\n%s\nafter:\n%s", k, v, after[k])
+		}
+	}
+}
+
+// startTime is field 22 of /proc/PID/stat, or "" if the process is gone.
+func startTime(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) may hold spaces; count from its ")".
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
+}
+
+func TestLabLeavesTheMachineAsItFound(t *testing.T) {
+	cfg := smallConfig(t)
+	before := machineState(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	l, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := runPod(ctx, l); err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	diffState(t, before, machineState(t))
+	if _, err := os.Stat(cfg.Dir); !os.IsNotExist(err) {
+		t.Errorf("lab folder %s still exists (err=%v)", cfg.Dir, err)
+	}
+}
+
+func TestStartFailsClearlyOnBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no workers", Config{Workers: 0, Backends: 1, Dir: "/tmp/x"}, "workers"},
+		{"too many backends", Config{Workers: 1, Backends: 4, Dir: "/tmp/x"}, "backends"},
+		{"a relative folder", Config{Workers: 1, Dir: "lab"}, "absolute"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Start(context.Background(), tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Start = %v, want an error about %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestKilledLabIsClearedAtNextStart(t *testing.T) {
+	cfg := smallConfig(t)
+	before := machineState(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command(self, "-test.run=^$")
+	child.Env = append(os.Environ(), childEnv+"=1")
+	child.Stderr = os.Stderr
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if sc.Text() == "ready" {
+				ready <- true
+				return
+			}
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			_ = child.Wait()
+			t.Fatal("the child lab did not come up")
+		}
+	case <-time.After(3 * time.Minute):
+		_ = child.Process.Kill()
+		t.Fatal("the child lab did not come up in 3 minutes")
+	}
+	// No chance to clean up: SIGKILL.
+	_ = child.Process.Signal(syscall.SIGKILL)
+	_ = child.Wait()
+
+	// The running pod's processes were started by containerd's shim, not
+	// by the lab; they outlive the lab process.
+	var pids map[int]bool
+	_ = waitFor(5*time.Second, func() (bool, error) {
+		pids, err = cgroupPIDs()
+		return err == nil && len(pids) > 0, err
+	})
+	left := map[int]string{} // pid -> start time, so a reused PID is not mistaken
+	for pid := range pids {
+		left[pid] = startTime(pid)
+	}
+	if len(left) == 0 {
+		t.Fatal("expected the killed lab to leave its pod's processes behind; found none, so this test proves nothing")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	l, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start after a killed lab: %v", err)
+	}
+	for pid, started := range left {
+		if started != "" && startTime(pid) == started {
+			t.Errorf("process %d of the killed lab still runs", pid)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	diffState(t, before, machineState(t))
+}
