@@ -30,7 +30,9 @@ func TestCRDsInstallAndValidate(t *testing.T) {
 				t.Fatalf("apply %s: %v\n%s", fixture, err, out)
 			}
 		})
-		t.Cleanup(func() { _, _ = kubectl(context.Background(), c, "", "delete", "-f", "../api/v1alpha1/testdata/"+fixture) })
+		t.Cleanup(func() {
+			_, _ = kubectl(context.Background(), c, "", "delete", "-f", "../api/v1alpha1/testdata/"+fixture)
+		})
 	}
 
 	t.Run("printer columns show egress IP, gateway node and readiness", func(t *testing.T) {

@@ -78,12 +78,12 @@ func TestSelectPrimaryChoosesAsTheRuntimeDoes(t *testing.T) {
 		{
 			name: "files that do not load are skipped and reported in order",
 			files: map[string]string{
-				"00-truncated.conflist": `{"cniVersion":"1.0.0","name":"n","plugins":[`,
+				"00-truncated.conflist":  `{"cniVersion":"1.0.0","name":"n","plugins":[`,
 				"01-no-plugins.conflist": `{"cniVersion":"1.0.0","name":"n"}`,
-				"02-list-in-a.conf":     validList,
-				"03-no-type.json":       `{"name":"n"}`,
-				"04-empty.conflist":     ``,
-				"10-good.conflist":      validList,
+				"02-list-in-a.conf":      validList,
+				"03-no-type.json":        `{"name":"n"}`,
+				"04-empty.conflist":      ``,
+				"10-good.conflist":       validList,
 			},
 			want:        "10-good.conflist",
 			wantSkipped: []string{"00-truncated.conflist", "01-no-plugins.conflist", "02-list-in-a.conf", "03-no-type.json", "04-empty.conflist"},

@@ -72,8 +72,8 @@ func run(keep bool) error {
 	}
 	tw.Flush()
 
-	// One pod per namespace: on the workers and on a gateway node.
-	placement := []string{nodes[0].Name, nodes[len(nodes)/2].Name, nodes[len(nodes)-1].Name}
+	// One pod per namespace: on two workers and on a gateway node.
+	placement := []string{nodes[0].Name, nodes[1%cfg.Workers].Name, nodes[cfg.Workers].Name}
 	for i, ns := range namespaces {
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 			return err
