@@ -84,11 +84,3 @@ func nodeIP(c Cluster, name string) netip.Addr {
 	}
 	return netip.Addr{}
 }
-
-func mustAddr(t interface{ Fatal(...any) }, s string) netip.Addr {
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}

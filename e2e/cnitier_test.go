@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"net/netip"
 	"os"
 	"os/exec"
 	"testing"
@@ -124,4 +125,12 @@ func TestCNITierRunsANodesConflist(t *testing.T) {
 			}
 		})
 	}
+}
+
+func mustAddr(t interface{ Fatal(...any) }, s string) netip.Addr {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

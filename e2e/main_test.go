@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 func cluster(t *testing.T) Cluster {
 	t.Helper()
 	privtest.Require(t)
+	if testing.Short() {
+		t.Skip("lab tests do not run with -short")
+	}
 	suite.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()

@@ -1,0 +1,101 @@
+package lab
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/cni/libcni"
+)
+
+func TestPlanGivesEachNodeItsOwnAddressAndPodRange(t *testing.T) {
+	cfg := DefaultConfig()
+	nodes := cfg.plan()
+	want := []struct{ name, ip, cidr string }{
+		{"worker-1", "198.51.100.11", "198.18.1.0/24"},
+		{"worker-2", "198.51.100.12", "198.18.2.0/24"},
+		{"gw-1", "198.51.100.21", "198.18.3.0/24"},
+		{"gw-2", "198.51.100.22", "198.18.4.0/24"},
+	}
+	if len(nodes) != len(want) {
+		t.Fatalf("plan has %d nodes, want %d", len(nodes), len(want))
+	}
+	for i, w := range want {
+		n := nodes[i]
+		if n.Name != w.name || n.IP.String() != w.ip || n.PodCIDR.String() != w.cidr || n.Gateway != strings.HasPrefix(w.name, "gw") {
+			t.Errorf("node %d = %+v, want %+v", i, n, w)
+		}
+		if !UnderlayPrefix.Contains(n.IP) || !PodPrefix.Contains(n.PodCIDR.Addr()) {
+			t.Errorf("node %s is outside the lab's ranges", n.Name)
+		}
+	}
+}
+
+func TestPrimaryConflistIsAValidConflist(t *testing.T) {
+	list, err := libcni.ConfListFromBytes([]byte(PrimaryConflist(netip.MustParsePrefix("198.18.7.0/24"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "ptp" {
+		t.Errorf("plugins = %+v, want ptp alone", list.Plugins)
+	}
+	if !strings.Contains(string(list.Bytes), `"198.18.7.0/24"`) {
+		t.Errorf("conflist does not hand out the node's range:\n%s", list.Bytes)
+	}
+}
+
+func TestFirewallRulesetAllowsOnlyEachBackendsEgressIP(t *testing.T) {
+	rs := firewallRuleset([]Backend{
+		{IP: backendIP(0), Port: 80, AllowedFrom: FloatingIPs[0]},
+		{IP: backendIP(1), Port: 80, AllowedFrom: FloatingIPs[1]},
+	})
+	for _, want := range []string{
+		"ip saddr 198.51.100.101 ip daddr 203.0.113.11 tcp dport 80 accept",
+		"ip saddr 198.51.100.102 ip daddr 203.0.113.12 tcp dport 80 accept",
+		"policy drop",
+		"ip protocol icmp add @dropped { ip saddr } drop",
+	} {
+		if !strings.Contains(rs, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, rs)
+		}
+	}
+	if strings.Contains(rs, "198.51.100.103") {
+		t.Errorf("ruleset admits an egress IP with no backend:\n%s", rs)
+	}
+}
+
+func TestParseDropCountersReadsNftJSON(t *testing.T) {
+	js := `{"nftables": [{"metainfo": {"version": "1.0.6"}},
+	  {"set": {"family": "ip", "name": "dropped", "table": "lab-firewall", "type": "ipv4_addr",
+	    "elem": [{"elem": {"val": "198.51.100.11", "counter": {"packets": 3, "bytes": 180}}},
+	             {"elem": {"val": "198.51.100.12", "counter": {"packets": 1, "bytes": 60}}}]}}]}`
+	got, err := parseDropCounters([]byte(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[netip.MustParseAddr("198.51.100.11")] != 3 || got[netip.MustParseAddr("198.51.100.12")] != 1 || len(got) != 2 {
+		t.Errorf("counters = %v", got)
+	}
+	if _, err := parseDropCounters([]byte(`{"nftables": [{"set": {"elem": [{"elem": {"val": "nope"}}]}}]}`)); err == nil {
+		t.Error("a bad address parsed")
+	}
+}
+
+func TestHostPathMapsOnlyPerNodeFolders(t *testing.T) {
+	n := &Node{Name: "w", Dir: "/lab/nodes/w"}
+	for in, want := range map[string]string{
+		"/opt/cni/bin/x":       "/lab/nodes/w/opt/cni/bin/x",
+		"/var/lib/cni":         "/lab/nodes/w/var-lib/cni",
+		"/run/containerd/sock": "/lab/nodes/w/run/containerd/sock",
+	} {
+		got, err := n.HostPath(in)
+		if err != nil || got != want {
+			t.Errorf("HostPath(%s) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"/etc/passwd", "/optional", "/var/lib2/x"} {
+		if _, err := n.HostPath(in); err == nil {
+			t.Errorf("HostPath(%s) succeeded; it is not a per-node folder", in)
+		}
+	}
+}
