@@ -252,6 +252,13 @@ func (in *Installer) Install(e Entry) (Result, error) {
 	if err := in.writeState(recordName, append(rb, '\n')); err != nil {
 		return res, err
 	}
+	if rec != nil && rec.Primary != src.name {
+		// The primary's file has a new name (an upconverted file that we
+		// no longer recognise as ours): the old backup is not ours to keep.
+		if err := removeFile(in.backupPath(rec.Primary)); err != nil {
+			return res, err
+		}
+	}
 	if !upToDate {
 		if err := writeFileAtomic(in.confPath(written), out, src.mode, in.beforeRename); err != nil {
 			return res, err

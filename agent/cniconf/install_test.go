@@ -645,3 +645,78 @@ func TestTheStateFilesAreReadableByAnOperator(t *testing.T) {
 		}
 	}
 }
+
+func TestUninstallDecidesByTheHashOfWhatWeWrote(t *testing.T) {
+	// The backup is marked so that the test sees which way Uninstall
+	// went: back to the backup, or only our entry taken out.
+	marked := strings.Replace(readFixtureString(t, "10-ptp.conflist"), `"lab"`, `"lab-from-backup"`, 1)
+	tests := []struct {
+		name    string
+		rewrite bool
+		want    func(installed string) string
+	}{
+		{"a file still exactly as we wrote it gets the backup back", false,
+			func(string) string { return marked }},
+		{"a file rewritten since keeps the rewrite, without our entry", true,
+			func(string) string { return readFixtureString(t, "10-ptp.conflist") + " " }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in, conf, state := newNode(t)
+			copyFixture(t, conf, "10-ptp.conflist", 0o644)
+			if _, err := in.Install(testEntry); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(conf, "10-ptp.conflist")
+			installed := readFile(t, path)
+			writeDir(t, state, map[string]string{"10-ptp.conflist.orig": marked})
+			if tt.rewrite {
+				writeDir(t, conf, map[string]string{"10-ptp.conflist": installed + " "})
+			}
+			if _, err := in.Uninstall(); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := readFile(t, path), tt.want(installed); got != want {
+				t.Errorf("after Uninstall\n%q\nwant\n%q", got, want)
+			}
+		})
+	}
+}
+
+func TestUninstallReportsAListOfNothingButNsegress(t *testing.T) {
+	in, conf, _ := newNode(t)
+	only := `{"cniVersion":"1.0.0","name":"odd","plugins":[{"type":"nsegress"}]}`
+	writeDir(t, conf, map[string]string{"10-ptp.conflist": readFixtureString(t, "10-ptp.conflist"), "20-odd.conflist": only})
+	_, err := in.Uninstall()
+	if err == nil || !strings.Contains(err.Error(), "20-odd.conflist: plugins holds nothing but nsegress") {
+		t.Fatalf("Uninstall = %v, want an error naming 20-odd.conflist", err)
+	}
+	if got := readFile(t, filepath.Join(conf, "20-odd.conflist")); got != only {
+		t.Errorf("Uninstall changed 20-odd.conflist:\n%s", got)
+	}
+}
+
+func TestAPrimaryThatMovesFromConfToConflistOfTheSameNameIsFollowed(t *testing.T) {
+	in, conf, state := newNode(t)
+	copyFixture(t, conf, "10-mynet.conf", 0o644)
+	if _, err := in.Install(testEntry); err != nil {
+		t.Fatal(err)
+	}
+	// The primary's new version writes a conflist itself, over ours.
+	own := readFixtureString(t, "10-bridge.conflist")
+	writeDir(t, conf, map[string]string{"10-mynet.conflist": own})
+	res, err := in.Install(testEntry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Primary != "10-mynet.conflist" || res.Written != "10-mynet.conflist" || !res.Changed {
+		t.Errorf("Install = %+v", res)
+	}
+	if names := slices.Sorted(maps.Keys(snapshot(t, state))); !slices.Equal(names, []string{"10-mynet.conflist.orig", recordName}) {
+		t.Errorf("state dir holds %v", names)
+	}
+	if _, err := in.Uninstall(); err != nil {
+		t.Fatal(err)
+	}
+	assertSameDir(t, "after Uninstall", snapshot(t, conf), map[string]fileState{"10-mynet.conflist": {data: own, mode: 0o644}})
+}
