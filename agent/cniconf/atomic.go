@@ -6,59 +6,47 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/google/renameio/v2"
 )
 
 // writeFileAtomic replaces path with data so that a reader (the runtime
 // loading the conf dir for a new pod) sees the old file or the new one,
-// never a part: the bytes go to a temporary file in the same directory
-// (rename is atomic only within a file system), are synced, get perm, and
-// only then are renamed over path; the directory is synced so the rename
-// survives a power loss. The temporary name, ".<base>.nsegress-tmp-N",
-// has no extension a runtime loads, so a crash leaves nothing it would
-// pick up. beforeRename, when not nil, runs just before the rename; tests
-// return an error from it to stand for a crash at that point.
-//
-// This is a small stand-in for github.com/google/renameio, which the
-// module does not depend on.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode, beforeRename func(tmp string) error) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".nsegress-tmp-*")
+// never a part. renameio writes a temporary file in the same directory
+// (rename is atomic only within a file system), syncs it, gives it perm
+// exactly (no umask) and renames it over path; we then sync the directory
+// so the rename survives a power loss. renameio names the temporary file
+// "." + base + digits: its extension (".conflist123…") is none a runtime
+// loads, so a crash leaves nothing it would pick up. beforeRename, when
+// not nil, runs just before the rename; tests return an error from it to
+// stand for a crash at that point.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode, beforeRename func(tmp string) error) error {
+	// The temporary file stays beside path: renameio would otherwise use
+	// the machine's temp dir when it shares a file system with path.
+	pf, err := renameio.NewPendingFile(path, renameio.WithTempDir(filepath.Dir(path)), renameio.WithStaticPermissions(perm.Perm()))
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	// CreateTemp makes the file 0600; Chmod is not subject to the umask,
-	// so the file gets exactly the mode the original had.
-	if err := f.Chmod(perm.Perm()); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
+	defer pf.Cleanup()
+	if _, err := pf.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if beforeRename != nil {
-		if err := beforeRename(tmp); err != nil {
+		if err := beforeRename(pf.Name()); err != nil {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := pf.CloseAtomicallyReplace(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return syncDir(dir)
+	return syncDir(filepath.Dir(path))
+}
+
+// isTempName says whether a conf dir entry is one of writeFileAtomic's
+// temporary files.
+func isTempName(name string) bool {
+	return strings.HasPrefix(name, ".")
 }
 
 // removeFile removes path and syncs its directory; a file already gone is

@@ -28,9 +28,9 @@
 //
 // The conf dir holds only files the runtime may read: the primary's file,
 // patched in place (X.conflist), or for an upconverted single-plugin file
-// X.conf (or X.json) a new X.conflist that replaces it. Temporary files are
-// named ".X.nsegress-tmp-N", which no runtime loads, and are renamed over
-// the target only once complete and synced.
+// X.conf (or X.json) a new X.conflist that replaces it. Temporary files
+// (renameio's ".X" + digits, an extension no runtime loads) are renamed
+// over the target only once complete and synced.
 //
 // The state dir, given by the caller and outside the conf dir, holds:
 //

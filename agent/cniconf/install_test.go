@@ -577,7 +577,7 @@ func withoutTemp(t testing.TB, s map[string]fileState) map[string]fileState {
 	t.Helper()
 	out := map[string]fileState{}
 	for k, v := range s {
-		if !strings.Contains(k, ".nsegress-tmp-") {
+		if !isTempName(filepath.Base(k)) {
 			out[k] = v
 		}
 	}

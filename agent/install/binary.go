@@ -32,7 +32,7 @@ func CopyPlugin(src, binDir string) (changed bool, err error) {
 	if have, err := os.ReadFile(dst); err == nil && bytes.Equal(have, want) {
 		return false, nil
 	}
-	pf, err := renameio.NewPendingFile(dst, renameio.WithStaticPermissions(0o755))
+	pf, err := renameio.NewPendingFile(dst, renameio.WithTempDir(binDir), renameio.WithStaticPermissions(0o755))
 	if err != nil {
 		return false, fmt.Errorf("install plugin into %s: %w", binDir, err)
 	}
