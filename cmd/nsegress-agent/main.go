@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/nsegress/nsegress/agent/cniconf"
 	"github.com/nsegress/nsegress/agent/install"
@@ -31,7 +32,7 @@ type options struct {
 func parse(args []string) (string, options, error) {
 	var o options
 	if len(args) < 1 {
-		return "", o, errors.New(usage)
+		return "", o, errors.New(strings.TrimSpace(usage))
 	}
 	verb := args[0]
 	fs := flag.NewFlagSet("nsegress-agent "+verb, flag.ContinueOnError)
@@ -45,7 +46,7 @@ func parse(args []string) (string, options, error) {
 		return "", o, err
 	}
 	if verb != "install" && verb != "uninstall" {
-		return "", o, fmt.Errorf("unknown command %q\n%s", verb, usage)
+		return "", o, fmt.Errorf("unknown command %q; %s", verb, strings.TrimSpace(usage))
 	}
 	if o.plugin == "" {
 		self, err := os.Executable()
