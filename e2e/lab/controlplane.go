@@ -170,7 +170,10 @@ type forwarder struct {
 	ln     net.Listener
 	target string
 	netns  ns.NetNS
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // the accept loop and every splice
+
+	mu    sync.Mutex
+	conns map[net.Conn]bool // open client connections, closed by close
 }
 
 func (l *Lab) startAPIForwarder(cp *host) error {
@@ -178,7 +181,8 @@ func (l *Lab) startAPIForwarder(cp *host) error {
 	if err != nil {
 		return fmt.Errorf("listen for the API forwarder: %w", err)
 	}
-	f := &forwarder{ln: ln, target: net.JoinHostPort(ControlPlaneIP.String(), strconv.Itoa(APIServerPort)), netns: cp.netns}
+	f := &forwarder{ln: ln, target: net.JoinHostPort(ControlPlaneIP.String(), strconv.Itoa(APIServerPort)),
+		netns: cp.netns, conns: map[net.Conn]bool{}}
 	l.forwarder = f
 	f.wg.Add(1)
 	go f.serve()
@@ -195,7 +199,17 @@ func (f *forwarder) serve() {
 		if err != nil {
 			return
 		}
-		go f.splice(c)
+		f.mu.Lock()
+		f.conns[c] = true
+		f.mu.Unlock()
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.splice(c)
+			f.mu.Lock()
+			delete(f.conns, c)
+			f.mu.Unlock()
+		}()
 	}
 }
 
@@ -212,22 +226,27 @@ func (f *forwarder) splice(c net.Conn) {
 	if err != nil {
 		return
 	}
-	defer up.Close()
 	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, c); closeWrite(up); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, up); closeWrite(c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	// When one side ends, end both: a watch that idles upstream must not
+	// keep the splice (and close) waiting.
 	<-done
+	c.Close()
+	up.Close()
 	<-done
 }
 
-func closeWrite(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
-	}
-}
-
+// close stops accepting, cuts every open connection and waits until no
+// goroutine uses the control plane's namespace any more.
 func (f *forwarder) close() {
 	f.ln.Close()
+	f.mu.Lock()
+	for c := range f.conns {
+		c.Close()
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
 }
 
 // DialInHost dials addr from inside the named lab host, for tests that

@@ -38,6 +38,7 @@ const markerFile = ".nsegress-lab"
 type Lab struct {
 	cfg       Config
 	lock      *os.File
+	ownLock   bool // Close releases lock
 	pki       *pki
 	hosts     map[string]*host
 	procs     []*proc
@@ -58,17 +59,30 @@ type Lab struct {
 // Start builds the lab and waits until every node is Ready. On error it
 // removes whatever it had built. Only one lab runs on a machine at a time:
 // Start waits for the previous one to close.
-func Start(ctx context.Context, cfg Config) (_ *Lab, err error) {
+func Start(ctx context.Context, cfg Config) (*Lab, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the lab needs root: it creates namespaces, cgroups and mounts")
 	}
-	l := &Lab{cfg: cfg, hosts: map[string]*host{}}
-	if err := l.acquireLock(ctx); err != nil {
+	lock, err := acquireLock(ctx, cfg.Dir)
+	if err != nil {
 		return nil, err
 	}
+	l, err := start(ctx, cfg, lock)
+	if err != nil {
+		return nil, err
+	}
+	l.ownLock = true
+	return l, nil
+}
+
+// start builds the lab while the caller holds lock. On error it removes
+// what it built; the lock stays with the caller until Close of a lab
+// that owns it.
+func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
+	l := &Lab{cfg: cfg, hosts: map[string]*host{}, lock: lock}
 	defer func() {
 		if err != nil {
 			if cerr := l.Close(); cerr != nil {
@@ -195,6 +209,8 @@ func (l *Lab) Close() error {
 			l.stopSig()
 		}
 		if l.forwarder != nil {
+			// Before the hosts' handles go: open connections dial
+			// through the control plane's namespace handle.
 			l.forwarder.close()
 		}
 		// Kubelets first, so they do not restart what we kill.
@@ -215,7 +231,7 @@ func (l *Lab) Close() error {
 		for _, p := range procs {
 			<-p.done
 		}
-		if l.lock != nil {
+		if l.ownLock {
 			l.lock.Close()
 		}
 	})
@@ -242,27 +258,26 @@ func clearLeftovers(dir string) error {
 	return errors.Join(errs...)
 }
 
-// acquireLock takes the machine-wide lab lock, waiting for a lab that
-// another process runs to close.
-func (l *Lab) acquireLock(ctx context.Context) error {
-	f, err := os.OpenFile(l.cfg.Dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+// acquireLock takes the machine-wide lab lock for the lab in dir,
+// waiting for a lab that another process runs to close.
+func acquireLock(ctx context.Context, dir string) (*os.File, error) {
+	f, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return fmt.Errorf("open lab lock: %w", err)
+		return nil, fmt.Errorf("open lab lock: %w", err)
 	}
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			l.lock = f
-			return nil
+			return f, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
-			return fmt.Errorf("lock %s: %w", f.Name(), err)
+			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
 		}
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return fmt.Errorf("wait for another lab to finish: %w", ctx.Err())
+			return nil, fmt.Errorf("wait for another lab to finish: %w", ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -61,7 +61,8 @@ func runChild() error {
 	if err := Prepare(ctx, &cfg); err != nil {
 		return err
 	}
-	l, err := Start(ctx, cfg)
+	// fd 3 is the parent's lab lock.
+	l, err := start(ctx, cfg, os.NewFile(3, "lab-lock"))
 	if err != nil {
 		return err
 	}
@@ -157,12 +158,25 @@ func startTime(pid int) string {
 	return f[19]
 }
 
+// lockLab takes the lab lock for the whole test, so that a lab of another
+// test binary cannot run between our two snapshots of the machine.
+func lockLab(t *testing.T, ctx context.Context, cfg Config) *os.File {
+	t.Helper()
+	lock, err := acquireLock(ctx, cfg.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() })
+	return lock
+}
+
 func TestLabLeavesTheMachineAsItFound(t *testing.T) {
 	cfg := smallConfig(t)
-	before := machineState(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	l, err := Start(ctx, cfg)
+	lock := lockLab(t, ctx, cfg)
+	before := machineState(t)
+	l, err := start(ctx, cfg, lock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,6 +214,9 @@ func TestStartFailsClearlyOnBadConfig(t *testing.T) {
 
 func TestKilledLabIsClearedAtNextStart(t *testing.T) {
 	cfg := smallConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	lock := lockLab(t, ctx, cfg)
 	before := machineState(t)
 	self, err := os.Executable()
 	if err != nil {
@@ -207,6 +224,10 @@ func TestKilledLabIsClearedAtNextStart(t *testing.T) {
 	}
 	child := exec.Command(self, "-test.run=^$")
 	child.Env = append(os.Environ(), childEnv+"=1")
+	// The child runs under our lock (its fd 3 shares our lock), so no lab
+	// of another test binary can start, and clear the leftovers, before
+	// this test looks at them.
+	child.ExtraFiles = []*os.File{lock}
 	child.Stderr = os.Stderr
 	out, err := child.StdoutPipe()
 	if err != nil {
@@ -255,9 +276,7 @@ func TestKilledLabIsClearedAtNextStart(t *testing.T) {
 		t.Fatal("expected the killed lab to leave its pod's processes behind; found none, so this test proves nothing")
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	l, err := Start(ctx, cfg)
+	l, err := start(ctx, cfg, lock)
 	if err != nil {
 		t.Fatalf("start after a killed lab: %v", err)
 	}
