@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 )
 
 // cacheFormat names the layout of the images this package writes; bump
@@ -60,7 +62,8 @@ func cacheKey(content []byte, spec Spec) (string, error) {
 	specJSON, err := json.Marshal(struct {
 		Format, Arch, Ref, Path string
 		Entrypoint, Cmd         []string
-	}{cacheFormat, runtime.GOARCH, spec.Ref, spec.Path, spec.Entrypoint, spec.Cmd})
+		Extra                   map[string]string
+	}{cacheFormat, runtime.GOARCH, spec.Ref, spec.Path, spec.Entrypoint, spec.Cmd, spec.Extra})
 	if err != nil {
 		return "", fmt.Errorf("hash spec: %w", err)
 	}
@@ -68,6 +71,15 @@ func cacheKey(content []byte, spec Spec) (string, error) {
 	h.Write(specJSON)
 	h.Write([]byte{0})
 	h.Write(content)
+	// The extra files' contents count too, in path order.
+	for _, p := range slices.Sorted(maps.Keys(spec.Extra)) {
+		b, err := os.ReadFile(spec.Extra[p])
+		if err != nil {
+			return "", fmt.Errorf("hash extra file %s: %w", spec.Extra[p], err)
+		}
+		h.Write([]byte{0})
+		h.Write(b)
+	}
 	// 16 bytes are plenty to tell a handful of builds apart.
 	return hex.EncodeToString(h.Sum(nil)[:16]), nil
 }

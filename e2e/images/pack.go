@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +35,10 @@ type Spec struct {
 	Entrypoint []string
 	// Cmd is the image's default arguments to Entrypoint; may be empty.
 	Cmd []string
+	// Extra are more static binaries to put into the image, keyed by
+	// their absolute path in the image, valued by their path on the
+	// machine: the agent image carries the plugin it installs.
+	Extra map[string]string
 }
 
 // layerModTime is the modification time of every file in a layer. A
@@ -140,7 +146,18 @@ func writeImage(content []byte, spec Spec, outTar string) error {
 // newImage returns empty.Image plus one layer holding content at
 // spec.Path, with a config for linux on this program's architecture.
 func newImage(content []byte, spec Spec) (v1.Image, error) {
-	layerTar, err := binaryLayerTar(content, spec.Path)
+	files := map[string][]byte{spec.Path: content}
+	for inImage, src := range spec.Extra {
+		if !path.IsAbs(inImage) || path.Clean(inImage) != inImage || inImage == spec.Path {
+			return nil, fmt.Errorf("extra file path %q must be a clean absolute path other than %s", inImage, spec.Path)
+		}
+		b, err := readBinary(src)
+		if err != nil {
+			return nil, err
+		}
+		files[inImage] = b
+	}
+	layerTar, err := binaryLayerTar(files)
 	if err != nil {
 		return nil, err
 	}
@@ -174,36 +191,44 @@ func newImage(content []byte, spec Spec) (v1.Image, error) {
 	return img, nil
 }
 
-// binaryLayerTar returns an uncompressed layer tar holding content at
-// filePath (absolute) with mode 0755, owned by root, preceded by entries
-// for its parent directories.
-func binaryLayerTar(content []byte, filePath string) ([]byte, error) {
+// binaryLayerTar returns an uncompressed layer tar holding each file
+// (keyed by absolute path) with mode 0755, owned by root, in path order,
+// each preceded by entries for parent directories not yet written.
+func binaryLayerTar(files map[string][]byte) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	// Layer entries are relative to the root: "/labbox" is "labbox".
-	rel := strings.TrimPrefix(filePath, "/")
-	var dirs []string
-	for d := path.Dir(rel); d != "."; d = path.Dir(d) {
-		dirs = append([]string{d}, dirs...)
-	}
-	for _, d := range dirs {
-		hdr := &tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: layerModTime}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return nil, fmt.Errorf("write layer entry %s: %w", d, err)
+	written := map[string]bool{}
+	for _, filePath := range slices.Sorted(maps.Keys(files)) {
+		content := files[filePath]
+		// Layer entries are relative to the root: "/labbox" is "labbox".
+		rel := strings.TrimPrefix(filePath, "/")
+		var dirs []string
+		for d := path.Dir(rel); d != "."; d = path.Dir(d) {
+			dirs = append([]string{d}, dirs...)
 		}
-	}
-	hdr := &tar.Header{
-		Typeflag: tar.TypeReg,
-		Name:     rel,
-		Mode:     0o755,
-		Size:     int64(len(content)),
-		ModTime:  layerModTime,
-	}
-	if err := tw.WriteHeader(hdr); err != nil {
-		return nil, fmt.Errorf("write layer entry %s: %w", rel, err)
-	}
-	if _, err := tw.Write(content); err != nil {
-		return nil, fmt.Errorf("write layer entry %s: %w", rel, err)
+		for _, d := range dirs {
+			if written[d] {
+				continue
+			}
+			written[d] = true
+			hdr := &tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: layerModTime}
+			if err := tw.WriteHeader(hdr); err != nil {
+				return nil, fmt.Errorf("write layer entry %s: %w", d, err)
+			}
+		}
+		hdr := &tar.Header{
+			Typeflag: tar.TypeReg,
+			Name:     rel,
+			Mode:     0o755,
+			Size:     int64(len(content)),
+			ModTime:  layerModTime,
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("write layer entry %s: %w", rel, err)
+		}
+		if _, err := tw.Write(content); err != nil {
+			return nil, fmt.Errorf("write layer entry %s: %w", rel, err)
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, fmt.Errorf("close layer: %w", err)

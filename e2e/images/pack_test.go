@@ -1,13 +1,17 @@
 package images
 
 import (
+	"archive/tar"
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 func TestPackBinary(t *testing.T) {
@@ -209,5 +213,51 @@ func TestContainerdName(t *testing.T) {
 				t.Errorf("ContainerdName(%q) = %q, want %q", tt.ref, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestPackBinaryCarriesExtraFiles(t *testing.T) {
+	dir := t.TempDir()
+	main := filepath.Join(dir, "agent")
+	extra := filepath.Join(dir, "plugin")
+	if err := os.WriteFile(main, []byte("agent-binary"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(extra, []byte("plugin-binary"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "img.tar")
+	spec := Spec{Ref: "nsegress/agent:lab", Path: "/nsegress-agent", Extra: map[string]string{"/nsegress": extra}}
+	if err := PackBinary(main, spec, out); err != nil {
+		t.Fatal(err)
+	}
+	img, err := tarball.ImageFromPath(out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("layers: %v, %d", err, len(layers))
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got := map[string]string{}
+	tr := tar.NewReader(rc)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		got[hdr.Name] = string(b)
+	}
+	if got["nsegress-agent"] != "agent-binary" || got["nsegress"] != "plugin-binary" || len(got) != 2 {
+		t.Errorf("layer holds %v, want the agent and the plugin", got)
 	}
 }
