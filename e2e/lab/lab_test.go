@@ -212,12 +212,10 @@ func TestStartFailsClearlyOnBadConfig(t *testing.T) {
 	}
 }
 
-func TestKilledLabIsClearedAtNextStart(t *testing.T) {
-	cfg := smallConfig(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	lock := lockLab(t, ctx, cfg)
-	before := machineState(t)
+// startChild runs a small lab with a running pod in a child process,
+// under the caller's lock, and returns once it is up.
+func startChild(t *testing.T, lock *os.File) *exec.Cmd {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -257,6 +255,46 @@ func TestKilledLabIsClearedAtNextStart(t *testing.T) {
 		_ = child.Process.Kill()
 		t.Fatal("the child lab did not come up in 3 minutes")
 	}
+	return child
+}
+
+func TestInterruptedLabRemovesItself(t *testing.T) {
+	cfg := smallConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	lock := lockLab(t, ctx, cfg)
+	before := machineState(t)
+	child := startChild(t, lock)
+	// Ctrl-C: the lab catches it, removes itself and exits.
+	_ = child.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- child.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Errorf("interrupted lab exited with %v, want status 130", err)
+		}
+	case <-time.After(2 * time.Minute):
+		_ = child.Process.Kill()
+		t.Fatal("the interrupted lab did not exit in 2 minutes")
+	}
+	if pids, err := cgroupPIDs(); err != nil || len(pids) > 0 {
+		t.Errorf("processes left after the interrupt: %v (%v)", pids, err)
+	}
+	diffState(t, before, machineState(t))
+	if _, err := os.Stat(cfg.Dir); !os.IsNotExist(err) {
+		t.Errorf("lab folder %s still exists after the interrupt", cfg.Dir)
+	}
+}
+
+func TestKilledLabIsClearedAtNextStart(t *testing.T) {
+	cfg := smallConfig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	lock := lockLab(t, ctx, cfg)
+	before := machineState(t)
+	child := startChild(t, lock)
 	// No chance to clean up: SIGKILL.
 	_ = child.Process.Signal(syscall.SIGKILL)
 	_ = child.Wait()
@@ -265,6 +303,7 @@ func TestKilledLabIsClearedAtNextStart(t *testing.T) {
 	// by the lab; they outlive the lab process.
 	var pids map[int]bool
 	_ = waitFor(5*time.Second, func() (bool, error) {
+		var err error
 		pids, err = cgroupPIDs()
 		return err == nil && len(pids) > 0, err
 	})
