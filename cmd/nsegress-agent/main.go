@@ -1,52 +1,75 @@
-// Command nsegress-agent is nsegress's node agent. For now it has the
-// install and uninstall steps: put the plugin binary into the node's CNI
-// bin dir and chain it in the primary's conflist, or take both out again.
+// Command nsegress-agent is nsegress's node agent. `run` is the DaemonSet's
+// process: it installs the plugin, keeps it chained in the primary's
+// conflist and its kubeconfig fresh, and uninstalls when the DaemonSet is
+// deleted. `install` and `uninstall` do the same steps once, by hand.
 package main
 
 import (
 	"errors"
 	"flag"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
-	"strings"
+	"time"
 
 	"github.com/nsegress/nsegress/agent/cniconf"
 	"github.com/nsegress/nsegress/agent/install"
 )
 
-const usage = `usage: nsegress-agent install|uninstall [flags]
+const usage = `usage: nsegress-agent run|install|uninstall [flags]
 
+  run         keep nsegress installed on this node (the DaemonSet's command)
   install     copy the plugin into the CNI bin dir and chain it after the
               primary plugin in the primary's conflist (idempotent)
   uninstall   remove it from the conflist (restoring the primary's file
-              byte for byte where nothing rewrote it) and delete the binary
-`
+              byte for byte where nothing rewrote it) and delete the binary`
 
-// options are the node-specific paths, all overridable so that several
+// options are the node-specific settings, all overridable so that several
 // simulated nodes can share one machine (SPEC §4).
 type options struct {
 	binDir, confDir, stateDir, plugin, kubeconfig, logFile string
+
+	// run only
+	apiKubeconfig, nodeName, namespace, daemonSet, pluginServiceAccount string
+	caFile, healthAddr, startupTaint                                    string
+	resync                                                              time.Duration
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 func parse(args []string) (string, options, error) {
 	var o options
 	if len(args) < 1 {
-		return "", o, errors.New(strings.TrimSpace(usage))
+		return "", o, errors.New(usage)
 	}
 	verb := args[0]
+	if verb != "run" && verb != "install" && verb != "uninstall" {
+		return "", o, fmt.Errorf("unknown command %q; %s", verb, usage)
+	}
 	fs := flag.NewFlagSet("nsegress-agent "+verb, flag.ContinueOnError)
-	fs.StringVar(&o.binDir, "cni-bin-dir", "/opt/cni/bin", "the node's CNI plugin folder")
-	fs.StringVar(&o.confDir, "cni-conf-dir", "/etc/cni/net.d", "the node's CNI configuration folder")
-	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/nsegress", "nsegress's folder on the node (install record, backups, snapshot)")
+	fs.StringVar(&o.binDir, "cni-bin-dir", envOr("NSEGRESS_CNI_BIN_DIR", "/opt/cni/bin"), "the node's CNI plugin folder")
+	fs.StringVar(&o.confDir, "cni-conf-dir", envOr("NSEGRESS_CNI_CONF_DIR", "/etc/cni/net.d"), "the node's CNI configuration folder")
+	fs.StringVar(&o.stateDir, "state-dir", envOr("NSEGRESS_STATE_DIR", "/var/lib/nsegress"), "nsegress's folder on the node (install record, backups, kubeconfig)")
 	fs.StringVar(&o.plugin, "plugin", "", "the plugin binary to install (default: nsegress beside this binary)")
-	fs.StringVar(&o.kubeconfig, "plugin-kubeconfig", "", "kubeconfig path written into the plugin's entry (default: <state-dir>/kubeconfig)")
-	fs.StringVar(&o.logFile, "plugin-log-file", "/var/log/nsegress/plugin.log", "log file written into the plugin's entry")
+	fs.StringVar(&o.kubeconfig, "plugin-kubeconfig", "", "the plugin's kubeconfig, written by run (default: <state-dir>/kubeconfig)")
+	fs.StringVar(&o.logFile, "plugin-log-file", envOr("NSEGRESS_PLUGIN_LOG_FILE", "/var/log/nsegress/plugin.log"), "the plugin's log file")
+	fs.StringVar(&o.apiKubeconfig, "kubeconfig", "", "the agent's own kubeconfig (default: in-cluster)")
+	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name")
+	fs.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the namespace nsegress is installed in")
+	fs.StringVar(&o.daemonSet, "daemonset", "nsegress-agent", "the agent's DaemonSet; its deletion means uninstall")
+	fs.StringVar(&o.pluginServiceAccount, "plugin-service-account", "nsegress-plugin", "the ServiceAccount whose token the plugin uses")
+	fs.StringVar(&o.caFile, "ca-file", serviceAccountCA, "the cluster CA written into the plugin's kubeconfig")
+	fs.StringVar(&o.healthAddr, "health-addr", envOr("NSEGRESS_HEALTH_ADDR", "127.0.0.1:9809"), "where /healthz and /readyz are served")
+	fs.StringVar(&o.startupTaint, "startup-taint", os.Getenv("NSEGRESS_STARTUP_TAINT"), "a node taint key to remove once nsegress is chained (empty: none)")
+	fs.DurationVar(&o.resync, "resync", 30*time.Second, "how often to re-check the installation without a file event")
 	if err := fs.Parse(args[1:]); err != nil {
 		return "", o, err
-	}
-	if verb != "install" && verb != "uninstall" {
-		return "", o, fmt.Errorf("unknown command %q; %s", verb, strings.TrimSpace(usage))
 	}
 	if o.plugin == "" {
 		self, err := os.Executable()
@@ -67,38 +90,58 @@ func main() {
 		fmt.Fprintln(os.Stderr, "nsegress-agent:", err)
 		os.Exit(2)
 	}
-	if err := run(verb, o); err != nil {
+	switch verb {
+	case "run":
+		err = runAgent(o)
+	case "install":
+		err = installOnce(o)
+	case "uninstall":
+		err = uninstallOnce(o)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "nsegress-agent:", err)
 		os.Exit(1)
 	}
 }
 
-func run(verb string, o options) error {
-	inst, err := cniconf.NewInstaller(o.confDir, filepath.Join(o.stateDir, "cni"))
+// newKeeper prepares the node's folders and the installer.
+func newKeeper(o options, logf func(string, ...any)) (*install.Keeper, error) {
+	for _, d := range []string{o.stateDir, o.confDir, filepath.Dir(o.logFile)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	conf, err := cniconf.NewInstaller(o.confDir, filepath.Join(o.stateDir, "cni"))
+	if err != nil {
+		return nil, err
+	}
+	return &install.Keeper{
+		BinDir: o.binDir, PluginSrc: o.plugin, Conf: conf,
+		Entry:  cniconf.Entry{Kubeconfig: o.kubeconfig, StateDir: o.stateDir, LogFile: o.logFile},
+		Resync: o.resync, Logf: logf,
+	}, nil
+}
+
+func installOnce(o options) error {
+	k, err := newKeeper(o, log.Printf)
 	if err != nil {
 		return err
 	}
-	if verb == "uninstall" {
-		res, err := inst.Uninstall()
-		if err != nil {
-			return err
-		}
-		if err := install.RemovePlugin(o.binDir); err != nil {
-			return err
-		}
-		fmt.Printf("uninstalled: %s (changed: %v)\n", res.Written, res.Changed)
-		return nil
-	}
-	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
+	if err := k.InstallOnce(); err != nil {
 		return err
 	}
-	if _, err := install.CopyPlugin(o.plugin, o.binDir); err != nil {
-		return err
-	}
-	res, err := inst.Install(cniconf.Entry{Kubeconfig: o.kubeconfig, StateDir: o.stateDir, LogFile: o.logFile})
+	fmt.Println("installed: nsegress chained after the primary plugin")
+	return nil
+}
+
+func uninstallOnce(o options) error {
+	k, err := newKeeper(o, log.Printf)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("installed: nsegress chained in %s (primary %s, changed: %v)\n", res.Written, res.Primary, res.Changed)
+	if err := k.Uninstall(); err != nil {
+		return err
+	}
+	fmt.Println("uninstalled")
 	return nil
 }

@@ -1,0 +1,63 @@
+package install
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+)
+
+// BeingRemoved tells, when the agent is asked to stop, whether nsegress
+// is being uninstalled (its DaemonSet deleted) or the agent merely
+// restarts (an upgrade, a node drain, a crash). Only positive evidence
+// counts as removal: the DaemonSet is gone or being deleted, or the
+// agent's credentials were revoked with it (its ServiceAccount or RBAC
+// deleted by the same `kubectl delete -k`). Any other error, such as an
+// API server that does not answer, keeps nsegress installed: a pod
+// created meanwhile must still get its egress IP.
+func BeingRemoved(ctx context.Context, client kubernetes.Interface, namespace, daemonSet string) (bool, string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ds, err := client.AppsV1().DaemonSets(namespace).Get(ctx, daemonSet, metav1.GetOptions{})
+	switch {
+	case err == nil && ds.DeletionTimestamp != nil:
+		return true, fmt.Sprintf("DaemonSet %s/%s is being deleted", namespace, daemonSet)
+	case err == nil:
+		return false, fmt.Sprintf("DaemonSet %s/%s still exists: a restart, not an uninstall", namespace, daemonSet)
+	case apierrors.IsNotFound(err):
+		return true, fmt.Sprintf("DaemonSet %s/%s is gone", namespace, daemonSet)
+	case apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err):
+		return true, fmt.Sprintf("the agent's credentials were revoked (%v): the install is being deleted", err)
+	default:
+		return false, fmt.Sprintf("cannot tell whether DaemonSet %s/%s exists (%v): keeping nsegress installed", namespace, daemonSet, err)
+	}
+}
+
+// RemoveTaint removes the taint with key from node, if present. Operators
+// register nodes with that taint so that no pod lands before nsegress is
+// chained; the agent lifts it once it is.
+func RemoveTaint(ctx context.Context, client kubernetes.Interface, node, key string) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		var keep []corev1.Taint
+		for _, t := range n.Spec.Taints {
+			if t.Key != key {
+				keep = append(keep, t)
+			}
+		}
+		if len(keep) == len(n.Spec.Taints) {
+			return nil
+		}
+		n.Spec.Taints = keep
+		_, err = client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+}

@@ -1,0 +1,76 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func TestBeingRemovedNeedsPositiveEvidence(t *testing.T) {
+	now := metav1.Now()
+	ds := func(deleting bool) *appsv1.DaemonSet {
+		d := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "nsegress-system", Name: "nsegress-agent"}}
+		if deleting {
+			d.DeletionTimestamp = &now
+			d.Finalizers = []string{"foregroundDeletion"}
+		}
+		return d
+	}
+	failWith := func(err error) func(*fake.Clientset) {
+		return func(c *fake.Clientset) {
+			c.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, err })
+		}
+	}
+	gr := schema.GroupResource{Group: "apps", Resource: "daemonsets"}
+	for _, tc := range []struct {
+		name    string
+		objects []runtime.Object
+		react   func(*fake.Clientset)
+		want    bool
+	}{
+		{"an agent restart while the DaemonSet exists keeps nsegress", []runtime.Object{ds(false)}, nil, false},
+		{"a DaemonSet being deleted means uninstall", []runtime.Object{ds(true)}, nil, true},
+		{"a DaemonSet that is gone means uninstall", nil, nil, true},
+		{"revoked credentials mean uninstall", nil, failWith(apierrors.NewUnauthorized("token revoked")), true},
+		{"deleted RBAC means uninstall", nil, failWith(apierrors.NewForbidden(gr, "nsegress-agent", errors.New("no"))), true},
+		{"an API server that does not answer keeps nsegress", nil, failWith(errors.New("connection refused")), false},
+		{"a timeout keeps nsegress", nil, failWith(apierrors.NewTimeoutError("slow", 1)), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := fake.NewSimpleClientset(tc.objects...)
+			if tc.react != nil {
+				tc.react(c)
+			}
+			got, why := BeingRemoved(context.Background(), c, "nsegress-system", "nsegress-agent")
+			if got != tc.want {
+				t.Errorf("BeingRemoved = %v (%s), want %v", got, why, tc.want)
+			}
+		})
+	}
+}
+
+func TestRemoveTaintLiftsOnlyItsOwnKey(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "w1"}, Spec: corev1.NodeSpec{Taints: []corev1.Taint{
+		{Key: "nsegress.io/not-ready", Effect: corev1.TaintEffectNoSchedule},
+		{Key: "other", Effect: corev1.TaintEffectNoSchedule},
+	}}}
+	c := fake.NewSimpleClientset(node)
+	for i := 0; i < 2; i++ { // twice: the second finds nothing to do
+		if err := RemoveTaint(context.Background(), c, "w1", "nsegress.io/not-ready"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := c.CoreV1().Nodes().Get(context.Background(), "w1", metav1.GetOptions{})
+	if len(got.Spec.Taints) != 1 || got.Spec.Taints[0].Key != "other" {
+		t.Errorf("taints = %v, want only other", got.Spec.Taints)
+	}
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/nsegress/nsegress/agent/install"
+)
+
+// serviceAccountCA is where every pod finds its cluster's CA.
+const serviceAccountCA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+
+// runAgent keeps nsegress installed until SIGTERM, serves /healthz and
+// /readyz, and uninstalls on the way out if the DaemonSet is being
+// deleted.
+func runAgent(o options) error {
+	logger := log.New(os.Stderr, "", log.LstdFlags)
+	cfg, err := restConfig(o.apiKubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("API client: %w", err)
+	}
+	if o.nodeName == "" || o.namespace == "" {
+		return errors.New("node name and namespace are required (flags -node-name and -namespace, or env NODE_NAME and POD_NAMESPACE)")
+	}
+	k, err := newKeeper(o, logger.Printf)
+	if err != nil {
+		return err
+	}
+	k.Creds = &install.Credentials{
+		Client: client, Namespace: o.namespace, ServiceAccount: o.pluginServiceAccount,
+		Server: cfg.Host, CAFile: o.caFile, Path: o.kubeconfig, Lifetime: time.Hour,
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv := healthServer(o.healthAddr, k)
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Printf("health server: %v", err)
+		}
+	}()
+	defer srv.Close()
+
+	becameReady := func() {
+		logger.Printf("ready: nsegress is installed and chained on %s", o.nodeName)
+		if o.startupTaint == "" {
+			return
+		}
+		if err := install.RemoveTaint(ctx, client, o.nodeName, o.startupTaint); err != nil {
+			logger.Printf("remove taint %s from %s: %v", o.startupTaint, o.nodeName, err)
+		}
+	}
+	if err := k.Run(ctx, becameReady); err != nil {
+		return err
+	}
+
+	removed, why := install.BeingRemoved(context.Background(), client, o.namespace, o.daemonSet)
+	logger.Printf("stopping: %s", why)
+	if !removed {
+		return nil
+	}
+	if err := k.Uninstall(); err != nil {
+		return fmt.Errorf("uninstall: %w", err)
+	}
+	logger.Printf("uninstalled nsegress from %s", o.nodeName)
+	return nil
+}
+
+// restConfig is the agent's own API access: in-cluster unless a
+// kubeconfig is given.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("load kubeconfig %s: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster API config (run in a pod, or pass -kubeconfig): %w", err)
+	}
+	return cfg, nil
+}
+
+func healthServer(addr string, k *install.Keeper) *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ok, err := k.Ready(); !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %v\n", err)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}
