@@ -60,7 +60,9 @@ func (n *node) conflist(t *testing.T) []byte {
 	return b
 }
 
-func chained(b []byte) bool { return bytes.Contains(b, []byte(`"type":"nsegress"`)) || bytes.Contains(b, []byte(`"type": "nsegress"`)) }
+func chained(b []byte) bool {
+	return bytes.Contains(b, []byte(`"type":"nsegress"`)) || bytes.Contains(b, []byte(`"type": "nsegress"`))
+}
 
 // TestKeeperPutsTheEntryBackAfterEveryRewrite is the primary CNI that
 // rewrites its conflist at start-up (Calico, kindnet), fifty times in a
