@@ -43,6 +43,49 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode, beforeRename fu
 	return syncDir(filepath.Dir(path))
 }
 
+// replaceFile is writeFileAtomic without the fsyncs, for the one write
+// on the hot path: putting nsegress back into a conflist that the primary
+// just rewrote. On a node busy creating pods an fsync waits for the whole
+// file system journal and was measured at over a second in the lab, past
+// the one-second bound for the entry to be back (issue 3). Atomicity
+// against a killed process comes from the rename alone; what the fsyncs
+// add is durability across a power loss, and after one the agent rewrites
+// the conflist at start anyway. renameio always syncs, hence this small
+// variant with the same temporary name scheme.
+func replaceFile(path string, data []byte, perm fs.FileMode, beforeRename func(tmp string) error) (err error) {
+	dir, base := filepath.Split(path)
+	f, err := os.CreateTemp(dir, "."+base+"*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// CreateTemp makes the file 0600; Chmod ignores the umask.
+	if err := f.Chmod(perm.Perm()); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if beforeRename != nil {
+		if err := beforeRename(tmp); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
 // isTempName says whether a conf dir entry is one of writeFileAtomic's
 // temporary files.
 func isTempName(name string) bool {

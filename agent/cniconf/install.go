@@ -139,8 +139,16 @@ func (in *Installer) loadRecord() (*record, error) {
 	return &r, nil
 }
 
+// A state file that already holds data is left alone: a primary that
+// rewrites the same bytes again and again (kindnet at every start) must
+// cost one conf write, not three, each with its fsyncs, before nsegress is
+// back in the conflist.
 func (in *Installer) writeState(name string, data []byte) error {
-	return writeFileAtomic(filepath.Join(in.StateDir, name), data, stateFileMode, in.beforeRename)
+	path := filepath.Join(in.StateDir, name)
+	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, data) {
+		return nil
+	}
+	return writeFileAtomic(path, data, stateFileMode, in.beforeRename)
 }
 
 // CheckForeignRename reports a ForeignRenameError when another component
@@ -260,7 +268,7 @@ func (in *Installer) Install(e Entry) (Result, error) {
 		}
 	}
 	if !upToDate {
-		if err := writeFileAtomic(in.confPath(written), out, src.mode, in.beforeRename); err != nil {
+		if err := replaceFile(in.confPath(written), out, src.mode, in.beforeRename); err != nil {
 			return res, err
 		}
 		res.Changed = true

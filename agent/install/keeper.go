@@ -96,7 +96,11 @@ func drain(events <-chan fsnotify.Event, quiet time.Duration) {
 // reconcile brings the node to the installed state and records whether
 // it got there.
 func (k *Keeper) reconcile(ctx context.Context) {
+	start := time.Now()
 	err := k.apply(ctx)
+	if took := time.Since(start); took > 200*time.Millisecond {
+		k.Logf("reconcile took %s", took.Round(time.Millisecond))
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.ready, k.lastErr = err == nil, err

@@ -1,0 +1,254 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nsegress/nsegress/e2e/images"
+	"github.com/nsegress/nsegress/e2e/lab"
+)
+
+// labInstall is install/ with the lab's differences patched in.
+const labInstall = "testdata/lab-install"
+
+// agentImageRef is the tag e2e/testdata/lab-install deploys.
+const agentImageRef = "nsegress/nsegress-agent:lab"
+
+// loadAgentImage builds the agent and the plugin as static binaries, packs
+// them into the agent image and imports it into every node.
+func loadAgentImage(t *testing.T, c Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	cache := filepath.Join(lab.CacheDir(), "images")
+	dir := t.TempDir()
+	agent, plugin := filepath.Join(dir, "nsegress-agent"), filepath.Join(dir, "nsegress")
+	for bin, pkg := range map[string]string{agent: "github.com/nsegress/nsegress/cmd/nsegress-agent", plugin: "github.com/nsegress/nsegress/cmd/nsegress"} {
+		if err := images.BuildStatic(ctx, "", pkg, bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tb, err := images.PackBinaryCached(cache, agent, images.Spec{
+		Ref: agentImageRef, Path: "/nsegress-agent", Entrypoint: []string{"/nsegress-agent"}, Cmd: []string{"run"},
+		Extra: map[string]string{"/nsegress": plugin},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.LoadImage(ctx, tb.Path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const nodeConflist = lab.CNIConfDir + "/10-lab.conflist"
+
+// conflists reads every node's primary conflist.
+func conflists(t *testing.T, c Cluster) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	for _, n := range c.Nodes() {
+		b, err := c.ReadNodeFile(n.Name, nodeConflist)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[n.Name] = b
+	}
+	return out
+}
+
+func isChained(b []byte) bool {
+	return bytes.Contains(b, []byte(`"type":"nsegress"`)) || bytes.Contains(b, []byte(`"type": "nsegress"`))
+}
+
+// installNsegress applies the lab install and waits for an agent Ready on
+// every node and nsegress chained in every conflist.
+func installNsegress(t *testing.T, c Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	if out, err := kubectl(ctx, c, "", "apply", "-k", labInstall); err != nil {
+		t.Fatalf("kubectl apply -k: %v\n%s", err, out)
+	}
+	if out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "rollout", "status", "daemonset/nsegress-agent", "--timeout=120s"); err != nil {
+		logs, _ := kubectl(ctx, c, "", "-n", "nsegress-system", "logs", "-l", "app.kubernetes.io/name=nsegress-agent", "--tail=20", "--prefix")
+		t.Fatalf("agents not ready: %v\n%s\nagent logs:\n%s", err, out, logs)
+	}
+	for _, n := range c.Nodes() {
+		waitUntil(t, 5*time.Second, "nsegress chained on "+n.Name, func() bool {
+			b, err := c.ReadNodeFile(n.Name, nodeConflist)
+			return err == nil && isChained(b)
+		})
+	}
+}
+
+// uninstallNsegress deletes the install and waits until every agent is
+// gone.
+func uninstallNsegress(t *testing.T, c Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	if out, err := kubectl(ctx, c, "", "delete", "-k", labInstall, "--wait=true", "--timeout=120s"); err != nil {
+		t.Fatalf("kubectl delete -k: %v\n%s", err, out)
+	}
+	cs := clientset(t, c)
+	waitUntil(t, 90*time.Second, "agent pods gone", func() bool {
+		pods, err := cs.CoreV1().Pods("nsegress-system").List(ctx, metav1.ListOptions{})
+		return err == nil && len(pods.Items) == 0
+	})
+}
+
+// TestInstallerChainsAndUninstallsCleanly installs nsegress the way users
+// do, checks every node, then uninstalls and finds every node's conflist
+// byte-identical to before; twice, to prove the round trip.
+func TestInstallerChainsAndUninstallsCleanly(t *testing.T) {
+	c := cluster(t)
+	loadAgentImage(t, c)
+	cs := clientset(t, c)
+	before := conflists(t, c)
+
+	for round := 1; round <= 2; round++ {
+		start := time.Now()
+		installNsegress(t, c)
+		t.Logf("round %d: installed in %s", round, time.Since(start).Round(time.Millisecond))
+		for _, n := range c.Nodes() {
+			if b, err := c.ReadNodeFile(n.Name, lab.CNIBinDir+"/nsegress"); err != nil || len(b) == 0 {
+				t.Errorf("round %d: no plugin binary on %s: %v", round, n.Name, err)
+			}
+			p, err := (labNode(c, n.Name)).HostPath("/var/lib/nsegress/kubeconfig")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("round %d: plugin kubeconfig on %s: %v (mode %v), want mode 0600", round, n.Name, err, fi.Mode())
+			}
+		}
+		if round == 1 {
+			// New pods still start and get their addresses through the
+			// chain.
+			ns := "installer-pods"
+			testNamespace(t, cs, ns, nil)
+			var pods []*corev1.Pod
+			for _, n := range c.Nodes() {
+				pods = append(pods, echoPod(ns, "p-"+n.Name, n.Name))
+			}
+			runPods(t, cs, pods...)
+		}
+		start = time.Now()
+		uninstallNsegress(t, c)
+		t.Logf("round %d: uninstalled in %s", round, time.Since(start).Round(time.Millisecond))
+		after := conflists(t, c)
+		for node, b := range before {
+			if !bytes.Equal(after[node], b) {
+				t.Errorf("round %d: %s's conflist after uninstall differs from before install:\nbefore:\n%s\nafter:\n%s", round, node, b, after[node])
+			}
+			if _, err := c.ReadNodeFile(node, lab.CNIBinDir+"/nsegress"); !os.IsNotExist(err) {
+				t.Errorf("round %d: plugin binary left on %s (err=%v)", round, node, err)
+			}
+		}
+	}
+}
+
+// TestInstallerSurvivesAPrimaryThatRewritesItsConflist: the primary
+// rewrites its conflist 50 times in a row (as Calico and kindnet do at
+// start-up); each time nsegress is back within a second, while pods keep
+// being created on that node without a failure.
+func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
+	c := cluster(t)
+	loadAgentImage(t, c)
+	cs := clientset(t, c)
+	ctx := context.Background()
+	node := c.Nodes()[0]
+	primary, err := c.ReadNodeFile(node.Name, nodeConflist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if isChained(primary) {
+		t.Fatal("nsegress is chained before the test installed it")
+	}
+	installNsegress(t, c)
+	t.Cleanup(func() { uninstallNsegress(t, c) })
+	ns := "rewrites"
+	testNamespace(t, cs, ns, nil)
+
+	// Pods are created on the node all through the rewrites.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var created []*corev1.Pod
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			p := echoPod(ns, fmt.Sprintf("r-%d", i), node.Name)
+			if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Errorf("create pod %d: %v", i, err)
+				return
+			}
+			created = append(created, p)
+		}
+	}()
+
+	path := labNode(c, node.Name).mustHostPath(t, nodeConflist)
+	for i := 0; i < 50; i++ {
+		// The primary writes its own file again, without our entry.
+		if err := os.WriteFile(path, primary, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(time.Second)
+		for {
+			b, err := os.ReadFile(path)
+			if err == nil && isChained(b) {
+				break
+			}
+			if time.Now().After(deadline) {
+				logs, _ := kubectl(ctx, c, "", "-n", "nsegress-system", "logs", "-l", "app.kubernetes.io/name=nsegress-agent", "--tail=30", "--prefix")
+				t.Fatalf("rewrite %d: nsegress not back in the conflist within 1s:\n%s\nagent logs:\n%s", i, b, logs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if len(created) < 5 {
+		t.Fatalf("only %d pods were created during the rewrites", len(created))
+	}
+	for _, p := range created {
+		waitUntil(t, 60*time.Second, "pod "+p.Name+" Running", func() bool {
+			got, err := cs.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+			return err == nil && got.Status.Phase == corev1.PodRunning && got.Status.PodIP != ""
+		})
+	}
+}
+
+// labNode is the lab's node of that name; these tests need the lab's
+// folders.
+type labNodeT struct{ *lab.Node }
+
+func labNode(c Cluster, name string) labNodeT {
+	for _, n := range c.(labCluster).lab.Nodes() {
+		if n.Name == name {
+			return labNodeT{n}
+		}
+	}
+	panic("no lab node " + name)
+}
+
+func (n labNodeT) mustHostPath(t *testing.T, p string) string {
+	t.Helper()
+	hp, err := n.HostPath(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hp
+}
