@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/nsegress/nsegress/e2e/images"
 	"github.com/nsegress/nsegress/e2e/lab"
@@ -112,9 +115,28 @@ func TestInstallerChainsAndUninstallsCleanly(t *testing.T) {
 	cs := clientset(t, c)
 	before := conflists(t, c)
 
+	// A node registered with the startup taint keeps pods off until
+	// nsegress is chained there.
+	tainted := c.Nodes()[len(c.Nodes())-1].Name
+	setTaint(t, cs, tainted, startupTaint)
+
 	for round := 1; round <= 2; round++ {
 		start := time.Now()
 		installNsegress(t, c)
+		if round == 1 {
+			waitUntil(t, 30*time.Second, "startup taint lifted from "+tainted, func() bool {
+				n, err := cs.CoreV1().Nodes().Get(context.Background(), tainted, metav1.GetOptions{})
+				if err != nil {
+					return false
+				}
+				for _, tt := range n.Spec.Taints {
+					if tt.Key == startupTaint {
+						return false
+					}
+				}
+				return true
+			})
+		}
 		t.Logf("round %d: installed in %s", round, time.Since(start).Round(time.Millisecond))
 		for _, n := range c.Nodes() {
 			if b, err := c.ReadNodeFile(n.Name, lab.CNIBinDir+"/nsegress"); err != nil || len(b) == 0 {
@@ -152,6 +174,99 @@ func TestInstallerChainsAndUninstallsCleanly(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startupTaint is the taint key e2e/testdata/lab-install configures.
+const startupTaint = "nsegress.io/agent-not-ready"
+
+func setTaint(t *testing.T, cs kubernetes.Interface, node, key string) {
+	t.Helper()
+	ctx := context.Background()
+	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: key, Effect: corev1.TaintEffectNoSchedule})
+	if _, err := cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAKilledAgentLeavesAValidConflist kills the agent (fault injection)
+// between writing the new conflist to a temporary file and renaming it:
+// the runtime's conflist stays valid, pods still start, and the next
+// agent chains nsegress and removes the temporary file.
+func TestAKilledAgentLeavesAValidConflist(t *testing.T) {
+	c := cluster(t)
+	loadAgentImage(t, c)
+	cs := clientset(t, c)
+	ctx := context.Background()
+	node := c.Nodes()[0]
+	path := labNode(c, node.Name).mustHostPath(t, nodeConflist)
+	installNsegress(t, c)
+	t.Cleanup(func() { uninstallNsegress(t, c) })
+	if out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "set", "env", "daemonset/nsegress-agent", "NSEGRESS_FAULT=kill-before-rename"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "rollout", "status", "daemonset/nsegress-agent", "--timeout=120s"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	unchained := labPrimary(t, c, node.Name)
+	if err := os.WriteFile(path, unchained, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(path)
+	var temp string
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := kubectl(context.Background(), c, "", "-n", "nsegress-system", "logs", "-l", "app.kubernetes.io/name=nsegress-agent", "--tail=20", "--prefix")
+			t.Logf("agent logs:\n%s", logs)
+		}
+	})
+	waitUntil(t, 20*time.Second, "the agent to die before its rename", func() bool {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".10-lab.conflist") {
+				temp = e.Name()
+				return true
+			}
+		}
+		return false
+	})
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := libcni.ConfListFromBytes(b); err != nil || !bytes.Equal(b, unchained) {
+		t.Fatalf("after the kill the conflist is not the primary's valid file (err=%v):\n%s", err, b)
+	}
+	ns := "killed-agent"
+	testNamespace(t, cs, ns, nil)
+	runPods(t, cs, echoPod(ns, "after-kill", node.Name))
+
+	if out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "set", "env", "daemonset/nsegress-agent", "NSEGRESS_FAULT-"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	waitUntil(t, 120*time.Second, "nsegress chained again on "+node.Name, func() bool {
+		b, err := os.ReadFile(path)
+		return err == nil && isChained(b)
+	})
+	waitUntil(t, 10*time.Second, "temporary file "+temp+" removed", func() bool {
+		_, err := os.Stat(filepath.Join(dir, temp))
+		return os.IsNotExist(err)
+	})
+}
+
+// labPrimary is the node's conflist without nsegress, as the lab wrote it.
+func labPrimary(t *testing.T, c Cluster, node string) []byte {
+	t.Helper()
+	for _, n := range c.Nodes() {
+		if n.Name == node {
+			return []byte(lab.PrimaryConflist(n.PodCIDR))
+		}
+	}
+	t.Fatalf("no node %s", node)
+	return nil
 }
 
 // TestInstallerSurvivesAPrimaryThatRewritesItsConflist: the primary

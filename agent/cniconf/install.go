@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -43,6 +44,33 @@ type Installer struct {
 	// renaming it into place; tests use it to stand for a crash there.
 	beforeRename func(tmp string) error
 }
+
+// SetBeforeRename installs a hook that runs after a temporary file is
+// complete and before it is renamed into place. It is a seam for
+// fault-injection tests (the agent kills itself there to prove that a
+// crash at the worst moment leaves a valid conflist); nil removes it.
+func (in *Installer) SetBeforeRename(hook func(tmp string) error) { in.beforeRename = hook }
+
+// CleanTemp removes temporary files that a killed writer left in the conf
+// dir: "." + the name of a config file + digits, as replaceFile and
+// renameio name them.
+func (in *Installer) CleanTemp() error {
+	entries, err := os.ReadDir(in.ConfDir)
+	if err != nil {
+		return fmt.Errorf("clean %s: %w", in.ConfDir, err)
+	}
+	for _, e := range entries {
+		if staleTemp.MatchString(e.Name()) {
+			if err := os.Remove(filepath.Join(in.ConfDir, e.Name())); err != nil && !os.IsNotExist(err) {
+				return fmt.Errorf("clean %s: %w", in.ConfDir, err)
+			}
+		}
+	}
+	return nil
+}
+
+// staleTemp matches our temporary files.
+var staleTemp = regexp.MustCompile(`^\..+\.(conflist|conf|json)[0-9]+$`)
 
 // NewInstaller checks the two directories. The state dir must not be the
 // conf dir or inside it: libcni reads <conf dir>/<network name>/*.conf,

@@ -720,3 +720,20 @@ func TestAPrimaryThatMovesFromConfToConflistOfTheSameNameIsFollowed(t *testing.T
 	}
 	assertSameDir(t, "after Uninstall", snapshot(t, conf), map[string]fileState{"10-mynet.conflist": {data: own, mode: 0o644}})
 }
+
+func TestCleanTempRemovesOnlyOurTemporaryFiles(t *testing.T) {
+	in, conf, _ := newNode(t)
+	for _, name := range []string{".10-ptp.conflist123456", ".10-mynet.conf42", "10-ptp.conflist", ".hidden", ".10-ptp.conflist.bak"} {
+		if err := os.WriteFile(filepath.Join(conf, name), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := in.CleanTemp(); err != nil {
+		t.Fatal(err)
+	}
+	got := slices.Sorted(maps.Keys(snapshot(t, conf)))
+	want := []string{".10-ptp.conflist.bak", ".hidden", "10-ptp.conflist"}
+	if !slices.Equal(got, want) {
+		t.Errorf("after CleanTemp the dir holds %v, want %v", got, want)
+	}
+}

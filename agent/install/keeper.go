@@ -57,6 +57,10 @@ func (k *Keeper) Run(ctx context.Context, becameReady func()) error {
 	if err := w.Add(k.Conf.ConfDir); err != nil {
 		return fmt.Errorf("watch %s: %w", k.Conf.ConfDir, err)
 	}
+	// A killed agent may have left a temporary file behind.
+	if err := k.Conf.CleanTemp(); err != nil {
+		k.Logf("%v", err)
+	}
 	resync := time.NewTicker(k.Resync)
 	defer resync.Stop()
 	wasReady := false
@@ -113,11 +117,18 @@ func (k *Keeper) apply(ctx context.Context) error {
 	if err := k.Conf.CheckForeignRename(); err != nil {
 		return err
 	}
+	t0 := time.Now()
 	if changed, err := CopyPlugin(k.PluginSrc, k.BinDir); err != nil {
 		return err
 	} else if changed {
 		k.Logf("installed the plugin binary into %s", k.BinDir)
 	}
+	t1 := time.Now()
+	defer func() {
+		if took := time.Since(t0); took > 200*time.Millisecond {
+			k.Logf("reconcile: plugin copy %s, rest %s", t1.Sub(t0).Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
+		}
+	}()
 	if k.Creds != nil && time.Now().After(k.renewAt) {
 		renew, err := k.Creds.Write(ctx)
 		if err != nil {

@@ -25,6 +25,9 @@ const usage = `usage: nsegress-agent run|install|uninstall [flags]
   uninstall   remove it from the conflist (restoring the primary's file
               byte for byte where nothing rewrote it) and delete the binary`
 
+// faultEnv turns on fault injection; only tests set it.
+const faultEnv = "NSEGRESS_FAULT"
+
 // options are the node-specific settings, all overridable so that several
 // simulated nodes can share one machine (SPEC §4).
 type options struct {
@@ -114,6 +117,20 @@ func newKeeper(o options, logf func(string, ...any)) (*install.Keeper, error) {
 	conf, err := cniconf.NewInstaller(o.confDir, filepath.Join(o.stateDir, "cni"))
 	if err != nil {
 		return nil, err
+	}
+	if os.Getenv(faultEnv) == "kill-before-rename" {
+		// Fault injection for the lab: die like a SIGKILLed agent at the
+		// worst moment, with a complete temporary conflist not yet renamed.
+		conf.SetBeforeRename(func(tmp string) error {
+			if filepath.Dir(tmp) == conf.ConfDir {
+				// As PID 1 of its container the agent cannot SIGKILL
+				// itself; os.Exit runs no deferred cleanup either, so
+				// the files are left exactly as a kill would leave them.
+				logf("%s: dying before renaming %s", faultEnv, tmp)
+				os.Exit(137)
+			}
+			return nil
+		})
 	}
 	return &install.Keeper{
 		BinDir: o.binDir, PluginSrc: o.plugin, Conf: conf,
