@@ -302,7 +302,7 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(300 * time.Millisecond):
+			case <-time.After(500 * time.Millisecond):
 			}
 			p := echoPod(ns, fmt.Sprintf("r-%d", i), node.Name)
 			if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
@@ -331,10 +331,18 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
+		// A primary restarting in a loop, not a tight spin.
+		time.Sleep(150 * time.Millisecond)
 	}
 	close(stop)
 	wg.Wait()
+	if logs, err := kubectl(ctx, c, "", "-n", "nsegress-system", "logs", "-l", "app.kubernetes.io/name=nsegress-agent", "--prefix"); err == nil {
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, "reconcile") {
+				t.Log(line)
+			}
+		}
+	}
 	if len(created) < 5 {
 		t.Fatalf("only %d pods were created during the rewrites", len(created))
 	}

@@ -64,8 +64,18 @@ func (k *Keeper) Run(ctx context.Context, becameReady func()) error {
 	resync := time.NewTicker(k.Resync)
 	defer resync.Stop()
 	wasReady := false
+	// The first pass and every resync check everything; a file event in
+	// the conf dir only needs the conflist, and is on the clock: the entry
+	// must be back within a second, and comparing the plugin binary cost
+	// most of that on a busy node.
+	full := true
+	// recheck fires once, shortly after an event-driven reconcile: a
+	// primary that writes its file in several steps, or writes again
+	// while we read, must not leave the entry out until the next resync.
+	var recheck <-chan time.Time
 	for {
-		k.reconcile(ctx)
+		k.reconcile(ctx, full)
+		full = false
 		if ok, _ := k.Ready(); ok && !wasReady {
 			wasReady = true
 			if becameReady != nil {
@@ -76,12 +86,16 @@ func (k *Keeper) Run(ctx context.Context, becameReady func()) error {
 		case <-ctx.Done():
 			return nil
 		case <-resync.C:
+			full = true
+		case <-recheck:
+			recheck = nil
 		case err := <-w.Errors:
 			k.Logf("watch %s: %v", k.Conf.ConfDir, err)
 		case <-w.Events:
 			// A rewrite is often several events (create, write, rename);
 			// take them all, then reconcile once.
 			drain(w.Events, 20*time.Millisecond)
+			recheck = time.After(250 * time.Millisecond)
 		}
 	}
 }
@@ -99,9 +113,9 @@ func drain(events <-chan fsnotify.Event, quiet time.Duration) {
 
 // reconcile brings the node to the installed state and records whether
 // it got there.
-func (k *Keeper) reconcile(ctx context.Context) {
+func (k *Keeper) reconcile(ctx context.Context, full bool) {
 	start := time.Now()
-	err := k.apply(ctx)
+	err := k.apply(ctx, full)
 	if took := time.Since(start); took > 200*time.Millisecond {
 		k.Logf("reconcile took %s", took.Round(time.Millisecond))
 	}
@@ -113,22 +127,17 @@ func (k *Keeper) reconcile(ctx context.Context) {
 	}
 }
 
-func (k *Keeper) apply(ctx context.Context) error {
+func (k *Keeper) apply(ctx context.Context, full bool) error {
 	if err := k.Conf.CheckForeignRename(); err != nil {
 		return err
 	}
-	t0 := time.Now()
-	if changed, err := CopyPlugin(k.PluginSrc, k.BinDir); err != nil {
-		return err
-	} else if changed {
-		k.Logf("installed the plugin binary into %s", k.BinDir)
-	}
-	t1 := time.Now()
-	defer func() {
-		if took := time.Since(t0); took > 200*time.Millisecond {
-			k.Logf("reconcile: plugin copy %s, rest %s", t1.Sub(t0).Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
+	if full {
+		if changed, err := CopyPlugin(k.PluginSrc, k.BinDir); err != nil {
+			return err
+		} else if changed {
+			k.Logf("installed the plugin binary into %s", k.BinDir)
 		}
-	}()
+	}
 	if k.Creds != nil && time.Now().After(k.renewAt) {
 		renew, err := k.Creds.Write(ctx)
 		if err != nil {
@@ -152,7 +161,7 @@ func (k *Keeper) apply(ctx context.Context) error {
 
 // InstallOnce installs without watching: the `install` command.
 func (k *Keeper) InstallOnce() error {
-	return k.apply(context.Background())
+	return k.apply(context.Background(), true)
 }
 
 // Uninstall takes nsegress off the node: out of the conflist, then the

@@ -119,7 +119,7 @@ func TestKeeperPutsTheEntryBackAfterEveryRewrite(t *testing.T) {
 
 func TestKeeperIsNotReadyWhileCiliumHoldsTheConfDir(t *testing.T) {
 	n := newTestNode(t)
-	n.k.reconcile(context.Background())
+	n.k.reconcile(context.Background(), true)
 	if ok, err := n.k.Ready(); !ok {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestKeeperIsNotReadyWhileCiliumHoldsTheConfDir(t *testing.T) {
 	if err := os.Rename(filepath.Join(n.conf, "10-lab.conflist"), filepath.Join(n.conf, "10-lab.conflist.cilium_bak")); err != nil {
 		t.Fatal(err)
 	}
-	n.k.reconcile(context.Background())
+	n.k.reconcile(context.Background(), true)
 	ok, err := n.k.Ready()
 	if ok || !cniconf.IsForeignRename(err) {
 		t.Fatalf("Ready = %v, %v; want not ready with a foreign-rename error", ok, err)

@@ -141,10 +141,31 @@ func killCgroupTree() error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("processes still alive in cgroup %s after 20s: %v", cgroupName, keys(pids))
 		}
+		// runc freezes a container's cgroup while it kills or pauses it;
+		// a frozen process cannot act on SIGKILL until it is thawed, so
+		// a lab killed in the middle of that would leave it forever.
+		thawCgroupTree()
 		for pid := range pids {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// thawCgroupTree thaws every frozen group in the lab's subtree of the v1
+// freezer hierarchy.
+func thawCgroupTree() {
+	mounts, err := cgroupMounts()
+	if err != nil {
+		return
+	}
+	for _, m := range mounts {
+		_ = filepath.WalkDir(filepath.Join(m, cgroupName), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && d.Name() == "freezer.state" {
+				_ = os.WriteFile(p, []byte("THAWED"), 0o644)
+			}
+			return nil
+		})
 	}
 }
 
