@@ -80,7 +80,7 @@ func installNsegress(t *testing.T, c Cluster) {
 		t.Fatalf("kubectl apply -k: %v\n%s", err, out)
 	}
 	if out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "rollout", "status", "daemonset/nsegress-agent", "--timeout=120s"); err != nil {
-		logs, _ := kubectl(ctx, c, "", "-n", "nsegress-system", "logs", "-l", "app.kubernetes.io/name=nsegress-agent", "--tail=20", "--prefix")
+		logs := agentLogs(c, 20)
 		t.Fatalf("agents not ready: %v\n%s\nagent logs:\n%s", err, out, logs)
 	}
 	for _, n := range c.Nodes() {
@@ -89,6 +89,16 @@ func installNsegress(t *testing.T, c Cluster) {
 			return err == nil && isChained(b)
 		})
 	}
+}
+
+// agentLogs returns the last lines of every agent's log (all for tail < 0).
+func agentLogs(c Cluster, tail int) string {
+	logs, err := kubectl(context.Background(), c, "", "-n", "nsegress-system", "logs",
+		"-l", "app.kubernetes.io/name=nsegress-agent", "--prefix", fmt.Sprintf("--tail=%d", tail))
+	if err != nil {
+		return err.Error()
+	}
+	return logs
 }
 
 // uninstallNsegress deletes the install and waits until every agent is
@@ -172,6 +182,9 @@ func TestInstallerChainsAndUninstallsCleanly(t *testing.T) {
 			if _, err := c.ReadNodeFile(node, lab.CNIBinDir+"/nsegress"); !os.IsNotExist(err) {
 				t.Errorf("round %d: plugin binary left on %s (err=%v)", round, node, err)
 			}
+			if _, err := c.ReadNodeFile(node, "/var/lib/nsegress/kubeconfig"); !os.IsNotExist(err) {
+				t.Errorf("round %d: plugin kubeconfig left on %s (err=%v)", round, node, err)
+			}
 		}
 	}
 }
@@ -219,8 +232,7 @@ func TestAKilledAgentLeavesAValidConflist(t *testing.T) {
 	var temp string
 	t.Cleanup(func() {
 		if t.Failed() {
-			logs, _ := kubectl(context.Background(), c, "", "-n", "nsegress-system", "logs", "-l", "app.kubernetes.io/name=nsegress-agent", "--tail=20", "--prefix")
-			t.Logf("agent logs:\n%s", logs)
+			t.Logf("agent logs:\n%s", agentLogs(c, 20))
 		}
 	})
 	waitUntil(t, 20*time.Second, "the agent to die before its rename", func() bool {
@@ -326,8 +338,7 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				logs, _ := kubectl(ctx, c, "", "-n", "nsegress-system", "logs", "-l", "app.kubernetes.io/name=nsegress-agent", "--tail=30", "--prefix")
-				t.Fatalf("rewrite %d: nsegress not back in the conflist within 1s:\n%s\nagent logs:\n%s", i, b, logs)
+				t.Fatalf("rewrite %d: nsegress not back in the conflist within 1s:\n%s\nagent logs:\n%s", i, b, agentLogs(c, 30))
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -336,11 +347,10 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	if logs, err := kubectl(ctx, c, "", "-n", "nsegress-system", "logs", "-l", "app.kubernetes.io/name=nsegress-agent", "--prefix"); err == nil {
-		for _, line := range strings.Split(logs, "\n") {
-			if strings.Contains(line, "reconcile") {
-				t.Log(line)
-			}
+	// How long the agents took, for a reader of a slow run.
+	for _, line := range strings.Split(agentLogs(c, -1), "\n") {
+		if strings.Contains(line, "reconcile") {
+			t.Log(line)
 		}
 	}
 	if len(created) < 5 {

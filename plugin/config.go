@@ -13,8 +13,12 @@ import (
 // PluginType is the plugin's binary name and its conflist "type".
 const PluginType = "nsegress"
 
-// SupportedVersions are the CNI spec versions the plugin speaks.
-var SupportedVersions = []string{"0.4.0", "1.0.0", "1.1.0"}
+// SupportedVersions are the CNI spec versions the plugin speaks: SPEC §4's
+// 0.4.0, 1.0.0 and 1.1.0, and 0.3.0/0.3.1 because Calico, flannel, kindnet
+// and Cilium still write "cniVersion": "0.3.1" in the conflists nsegress
+// chains into, and libcni hands that version to every plugin of the list;
+// refusing it would fail every pod's ADD on those clusters.
+var SupportedVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
 
 // Config is the plugin's conflist entry, parsed and checked once.
 type Config struct {

@@ -55,14 +55,17 @@ func TestAddReturnsPrevResultUnchanged(t *testing.T) {
 	}
 }
 
-func TestAddPassesThroughSpec040Results(t *testing.T) {
-	a := args(conf("0.4.0", true))
-	out, _, err := testutils.CmdAddWithArgs(a, func() error { return cmdAdd(a) })
-	if err != nil {
-		t.Fatalf("ADD: %v", err)
-	}
-	if out.Version() != "0.4.0" {
-		t.Errorf("result version = %s, want 0.4.0", out.Version())
+func TestAddPassesThroughOlderSpecResults(t *testing.T) {
+	// 0.3.1 is what Calico, flannel and kindnet conflists still say.
+	for _, v := range []string{"0.3.1", "0.4.0"} {
+		a := args(conf(v, true))
+		out, _, err := testutils.CmdAddWithArgs(a, func() error { return cmdAdd(a) })
+		if err != nil {
+			t.Fatalf("ADD %s: %v", v, err)
+		}
+		if out.Version() != v {
+			t.Errorf("result version = %s, want %s", out.Version(), v)
+		}
 	}
 }
 
