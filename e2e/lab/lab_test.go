@@ -159,7 +159,8 @@ func startTime(pid int) string {
 }
 
 // lockLab takes the lab lock for the whole test, so that a lab of another
-// test binary cannot run between our two snapshots of the machine.
+// test binary cannot run between our two snapshots of the machine. The
+// e2e suite may hold it for minutes, hence the callers' long deadlines.
 func lockLab(t *testing.T, ctx context.Context, cfg Config) *os.File {
 	t.Helper()
 	lock, err := acquireLock(ctx, cfg.Dir)
@@ -172,7 +173,7 @@ func lockLab(t *testing.T, ctx context.Context, cfg Config) *os.File {
 
 func TestLabLeavesTheMachineAsItFound(t *testing.T) {
 	cfg := smallConfig(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	lock := lockLab(t, ctx, cfg)
 	before := machineState(t)
@@ -260,7 +261,7 @@ func startChild(t *testing.T, lock *os.File) *exec.Cmd {
 
 func TestInterruptedLabRemovesItself(t *testing.T) {
 	cfg := smallConfig(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	lock := lockLab(t, ctx, cfg)
 	before := machineState(t)
@@ -290,7 +291,7 @@ func TestInterruptedLabRemovesItself(t *testing.T) {
 
 func TestKilledLabIsClearedAtNextStart(t *testing.T) {
 	cfg := smallConfig(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	lock := lockLab(t, ctx, cfg)
 	before := machineState(t)
