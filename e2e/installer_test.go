@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nsegress/nsegress/agent/install"
 	"github.com/nsegress/nsegress/e2e/images"
 	"github.com/nsegress/nsegress/e2e/lab"
 )
@@ -129,6 +130,12 @@ func TestInstallerChainsAndUninstallsCleanly(t *testing.T) {
 	// nsegress is chained there.
 	tainted := c.Nodes()[len(c.Nodes())-1].Name
 	setTaint(t, cs, tainted, startupTaint)
+	t.Cleanup(func() {
+		// Lifted by the agent when the test passes; by us when it did not.
+		if err := install.RemoveTaint(context.Background(), cs, tainted, startupTaint); err != nil {
+			t.Log(err)
+		}
+	})
 
 	for round := 1; round <= 2; round++ {
 		start := time.Now()
@@ -156,8 +163,10 @@ func TestInstallerChainsAndUninstallsCleanly(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
-				t.Errorf("round %d: plugin kubeconfig on %s: %v (mode %v), want mode 0600", round, n.Name, err, fi.Mode())
+			if fi, err := os.Stat(p); err != nil {
+				t.Errorf("round %d: plugin kubeconfig on %s: %v", round, n.Name, err)
+			} else if fi.Mode().Perm() != 0o600 {
+				t.Errorf("round %d: plugin kubeconfig on %s has mode %v, want 0600", round, n.Name, fi.Mode())
 			}
 		}
 		if round == 1 {
@@ -259,6 +268,11 @@ func TestAKilledAgentLeavesAValidConflist(t *testing.T) {
 	if out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "set", "env", "daemonset/nsegress-agent", "NSEGRESS_FAULT-"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	// Every agent, not only this node's, must be rid of the fault before
+	// the cleanup's uninstall.
+	if out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "rollout", "status", "daemonset/nsegress-agent", "--timeout=180s"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
 	waitUntil(t, 120*time.Second, "nsegress chained again on "+node.Name, func() bool {
 		b, err := os.ReadFile(path)
 		return err == nil && isChained(b)
@@ -307,6 +321,9 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var created []*corev1.Pod
+	stopOnce := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	// Also when the test fails half-way: the goroutine must not outlive it.
+	t.Cleanup(stopOnce)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -345,8 +362,7 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 		// A primary restarting in a loop, not a tight spin.
 		time.Sleep(150 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
+	stopOnce()
 	// How long the agents took, for a reader of a slow run.
 	for _, line := range strings.Split(agentLogs(c, -1), "\n") {
 		if strings.Contains(line, "reconcile") {

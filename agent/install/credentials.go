@@ -61,14 +61,6 @@ func (c *Credentials) Write(ctx context.Context) (time.Time, error) {
 	return now.Add(life * 8 / 10), nil
 }
 
-// Remove deletes the kubeconfig; a missing file is fine.
-func (c *Credentials) Remove() error {
-	if err := os.Remove(c.Path); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("remove plugin kubeconfig: %w", err)
-	}
-	return nil
-}
-
 func kubeconfigBytes(server string, ca []byte, token string) []byte {
 	return []byte(fmt.Sprintf(`apiVersion: v1
 kind: Config

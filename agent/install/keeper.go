@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -131,20 +132,18 @@ func (k *Keeper) apply(ctx context.Context, full bool) error {
 	if err := k.Conf.CheckForeignRename(); err != nil {
 		return err
 	}
+	// The binary and the token are checked on full passes only: a file
+	// event is on the clock (the entry must be back within a second) and
+	// neither changes when the primary rewrites its conflist.
 	if full {
 		if changed, err := CopyPlugin(k.PluginSrc, k.BinDir); err != nil {
 			return err
 		} else if changed {
 			k.Logf("installed the plugin binary into %s", k.BinDir)
 		}
-	}
-	if k.Creds != nil && time.Now().After(k.renewAt) {
-		renew, err := k.Creds.Write(ctx)
-		if err != nil {
+		if err := k.renewCredentials(ctx); err != nil {
 			return err
 		}
-		k.renewAt = renew
-		k.Logf("wrote the plugin's kubeconfig %s (renew at %s)", k.Creds.Path, renew.Format(time.RFC3339))
 	}
 	res, err := k.Conf.Install(k.Entry)
 	if err != nil {
@@ -159,27 +158,53 @@ func (k *Keeper) apply(ctx context.Context, full bool) error {
 	return nil
 }
 
+// renewCredentials writes the plugin's kubeconfig when it is due. A
+// failed renewal while an earlier kubeconfig exists is only logged (its
+// token is valid for a fifth of its lifetime yet) and retried at the next
+// full pass; without any kubeconfig it is an error, so that a plugin that
+// could not look anything up is never chained.
+func (k *Keeper) renewCredentials(ctx context.Context) error {
+	if k.Creds == nil || time.Now().Before(k.renewAt) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	renew, err := k.Creds.Write(ctx)
+	if err != nil {
+		if _, statErr := os.Stat(k.Creds.Path); statErr == nil {
+			k.Logf("renew the plugin's kubeconfig (keeping the current one): %v", err)
+			return nil
+		}
+		return err
+	}
+	k.renewAt = renew
+	k.Logf("wrote the plugin's kubeconfig %s (renew at %s)", k.Creds.Path, renew.Format(time.RFC3339))
+	return nil
+}
+
 // InstallOnce installs without watching: the `install` command.
 func (k *Keeper) InstallOnce() error {
 	return k.apply(context.Background(), true)
 }
 
 // Uninstall takes nsegress off the node: out of the conflist, then the
-// binary and the kubeconfig.
+// binary and the kubeconfig. The binary stays while the conflist may
+// still name it: a runtime that runs a chain whose plugin is missing
+// fails every pod's ADD, also for pods no policy selects.
 func (k *Keeper) Uninstall() error {
-	var errs []error
-	if res, err := k.Conf.Uninstall(); err != nil {
-		errs = append(errs, err)
-	} else if res.Changed {
+	res, err := k.Conf.Uninstall()
+	if err != nil {
+		return fmt.Errorf("take nsegress out of the conflist (the plugin binary stays): %w", err)
+	}
+	if res.Changed {
 		k.Logf("removed nsegress from %s", res.Written)
 	}
+	var errs []error
 	if err := RemovePlugin(k.BinDir); err != nil {
 		errs = append(errs, err)
 	}
-	if k.Creds != nil {
-		if err := k.Creds.Remove(); err != nil {
-			errs = append(errs, err)
-		}
+	if err := os.Remove(k.Entry.Kubeconfig); err != nil && !os.IsNotExist(err) {
+		errs = append(errs, fmt.Errorf("remove plugin kubeconfig: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -21,20 +21,34 @@ import (
 // API server that does not answer, keeps nsegress installed: a pod
 // created meanwhile must still get its egress IP.
 func BeingRemoved(ctx context.Context, client kubernetes.Interface, namespace, daemonSet string) (bool, string) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	ds, err := client.AppsV1().DaemonSets(namespace).Get(ctx, daemonSet, metav1.GetOptions{})
-	switch {
-	case err == nil && ds.DeletionTimestamp != nil:
-		return true, fmt.Sprintf("DaemonSet %s/%s is being deleted", namespace, daemonSet)
-	case err == nil:
-		return false, fmt.Sprintf("DaemonSet %s/%s still exists: a restart, not an uninstall", namespace, daemonSet)
-	case apierrors.IsNotFound(err):
-		return true, fmt.Sprintf("DaemonSet %s/%s is gone", namespace, daemonSet)
-	case apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err):
-		return true, fmt.Sprintf("the agent's credentials were revoked (%v): the install is being deleted", err)
-	default:
-		return false, fmt.Sprintf("cannot tell whether DaemonSet %s/%s exists (%v): keeping nsegress installed", namespace, daemonSet, err)
+	return beingRemoved(ctx, client, namespace, daemonSet, time.Second)
+}
+
+// beingRemoved is BeingRemoved with the pause between tries as a
+// parameter. A 401 or 403 counts only when it persists over three tries:
+// an API server that restarts and has not synced its RBAC yet, or a
+// signing key that rotates, must not uninstall nsegress from a node.
+func beingRemoved(ctx context.Context, client kubernetes.Interface, namespace, daemonSet string, pause time.Duration) (bool, string) {
+	const tries = 3
+	for try := 1; ; try++ {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ds, err := client.AppsV1().DaemonSets(namespace).Get(c, daemonSet, metav1.GetOptions{})
+		cancel()
+		switch {
+		case err == nil && ds.DeletionTimestamp != nil:
+			return true, fmt.Sprintf("DaemonSet %s/%s is being deleted", namespace, daemonSet)
+		case err == nil:
+			return false, fmt.Sprintf("DaemonSet %s/%s still exists: a restart, not an uninstall", namespace, daemonSet)
+		case apierrors.IsNotFound(err):
+			return true, fmt.Sprintf("DaemonSet %s/%s is gone", namespace, daemonSet)
+		case apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err):
+			if try == tries {
+				return true, fmt.Sprintf("the agent's credentials were revoked (%v, %d times): the install is being deleted", err, tries)
+			}
+			time.Sleep(pause)
+		default:
+			return false, fmt.Sprintf("cannot tell whether DaemonSet %s/%s exists (%v): keeping nsegress installed", namespace, daemonSet, err)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +31,18 @@ func TestBeingRemovedNeedsPositiveEvidence(t *testing.T) {
 			c.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) { return true, nil, err })
 		}
 	}
+	failOnce := func(err error) func(*fake.Clientset) {
+		return func(c *fake.Clientset) {
+			failed := false
+			c.PrependReactor("get", "daemonsets", func(k8stesting.Action) (bool, runtime.Object, error) {
+				if failed {
+					return false, nil, nil
+				}
+				failed = true
+				return true, nil, err
+			})
+		}
+	}
 	gr := schema.GroupResource{Group: "apps", Resource: "daemonsets"}
 	for _, tc := range []struct {
 		name    string
@@ -44,13 +57,14 @@ func TestBeingRemovedNeedsPositiveEvidence(t *testing.T) {
 		{"deleted RBAC means uninstall", nil, failWith(apierrors.NewForbidden(gr, "nsegress-agent", errors.New("no"))), true},
 		{"an API server that does not answer keeps nsegress", nil, failWith(errors.New("connection refused")), false},
 		{"a timeout keeps nsegress", nil, failWith(apierrors.NewTimeoutError("slow", 1)), false},
+		{"a 401 that goes away keeps nsegress", []runtime.Object{ds(false)}, failOnce(apierrors.NewUnauthorized("cache not synced")), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := fake.NewSimpleClientset(tc.objects...)
 			if tc.react != nil {
 				tc.react(c)
 			}
-			got, why := BeingRemoved(context.Background(), c, "nsegress-system", "nsegress-agent")
+			got, why := beingRemoved(context.Background(), c, "nsegress-system", "nsegress-agent", time.Millisecond)
 			if got != tc.want {
 				t.Errorf("BeingRemoved = %v (%s), want %v", got, why, tc.want)
 			}

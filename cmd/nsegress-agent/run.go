@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -49,8 +50,12 @@ func runAgent(o options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv := healthServer(o.healthAddr, k)
+	ln, err := net.Listen("tcp", o.healthAddr)
+	if err != nil {
+		return fmt.Errorf("health server: %w", err)
+	}
 	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Printf("health server: %v", err)
 		}
 	}()
@@ -58,11 +63,10 @@ func runAgent(o options) error {
 
 	becameReady := func() {
 		logger.Printf("ready: nsegress is installed and chained on %s", o.nodeName)
-		if o.startupTaint == "" {
-			return
-		}
-		if err := install.RemoveTaint(ctx, client, o.nodeName, o.startupTaint); err != nil {
-			logger.Printf("remove taint %s from %s: %v", o.startupTaint, o.nodeName, err)
+		if o.startupTaint != "" {
+			// Off the keeper's loop: a slow API server must not hold up
+			// re-chaining, and a failure is retried until it works.
+			go liftTaint(ctx, client, o.nodeName, o.startupTaint, logger.Printf)
 		}
 	}
 	if err := k.Run(ctx, becameReady); err != nil {
@@ -79,6 +83,28 @@ func runAgent(o options) error {
 	}
 	logger.Printf("uninstalled nsegress from %s", o.nodeName)
 	return nil
+}
+
+// liftTaint removes the startup taint from the node, retrying with
+// backoff until it succeeds or ctx ends.
+func liftTaint(ctx context.Context, client kubernetes.Interface, node, key string, logf func(string, ...any)) {
+	wait := time.Second
+	for {
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := install.RemoveTaint(c, client, node, key)
+		cancel()
+		if err == nil {
+			logf("lifted the startup taint %s from %s", key, node)
+			return
+		}
+		logf("remove taint %s from %s (retrying in %s): %v", key, node, wait, err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }
 
 // restConfig is the agent's own API access: in-cluster unless a

@@ -172,8 +172,9 @@ type forwarder struct {
 	netns  ns.NetNS
 	wg     sync.WaitGroup // the accept loop and every splice
 
-	mu    sync.Mutex
-	conns map[net.Conn]bool // open client connections, closed by close
+	mu     sync.Mutex
+	conns  map[net.Conn]bool // open client connections, closed by close
+	closed bool              // set by close; later connections are refused
 }
 
 func (l *Lab) startAPIForwarder(cp *host) error {
@@ -200,6 +201,11 @@ func (f *forwarder) serve() {
 			return
 		}
 		f.mu.Lock()
+		if f.closed {
+			f.mu.Unlock()
+			c.Close()
+			continue
+		}
 		f.conns[c] = true
 		f.mu.Unlock()
 		f.wg.Add(1)
@@ -242,6 +248,7 @@ func (f *forwarder) splice(c net.Conn) {
 func (f *forwarder) close() {
 	f.ln.Close()
 	f.mu.Lock()
+	f.closed = true
 	for c := range f.conns {
 		c.Close()
 	}

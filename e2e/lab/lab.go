@@ -66,7 +66,7 @@ func Start(ctx context.Context, cfg Config) (*Lab, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the lab needs root: it creates namespaces, cgroups and mounts")
 	}
-	lock, err := acquireLock(ctx, cfg.Dir)
+	lock, err := acquireLock(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +229,14 @@ func (l *Lab) Close() error {
 		procs := l.procs
 		l.mu.Unlock()
 		for _, p := range procs {
-			<-p.done
+			// Every process was in the subtree that was just killed;
+			// one that somehow was not gets killed directly.
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+				_ = p.cmd.Process.Kill()
+				<-p.done
+			}
 		}
 		if l.ownLock {
 			l.lock.Close()
@@ -258,10 +265,14 @@ func clearLeftovers(dir string) error {
 	return errors.Join(errs...)
 }
 
-// acquireLock takes the machine-wide lab lock for the lab in dir,
-// waiting for a lab that another process runs to close.
-func acquireLock(ctx context.Context, dir string) (*os.File, error) {
-	f, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+// lockPath is the machine-wide lab lock. It is one file whatever the
+// lab's folder, because the cgroup subtree a lab kills is machine-wide too.
+func lockPath() string { return filepath.Join(os.TempDir(), "nsegress-lab.lock") }
+
+// acquireLock takes the machine-wide lab lock, waiting for a lab that
+// another process runs to close.
+func acquireLock(ctx context.Context) (*os.File, error) {
+	f, err := os.OpenFile(lockPath(), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open lab lock: %w", err)
 	}

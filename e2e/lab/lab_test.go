@@ -161,9 +161,9 @@ func startTime(pid int) string {
 // lockLab takes the lab lock for the whole test, so that a lab of another
 // test binary cannot run between our two snapshots of the machine. The
 // e2e suite may hold it for minutes, hence the callers' long deadlines.
-func lockLab(t *testing.T, ctx context.Context, cfg Config) *os.File {
+func lockLab(t *testing.T, ctx context.Context) *os.File {
 	t.Helper()
-	lock, err := acquireLock(ctx, cfg.Dir)
+	lock, err := acquireLock(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestLabLeavesTheMachineAsItFound(t *testing.T) {
 	cfg := smallConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	lock := lockLab(t, ctx, cfg)
+	lock := lockLab(t, ctx)
 	before := machineState(t)
 	l, err := start(ctx, cfg, lock)
 	if err != nil {
@@ -263,7 +263,7 @@ func TestInterruptedLabRemovesItself(t *testing.T) {
 	cfg := smallConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	lock := lockLab(t, ctx, cfg)
+	lock := lockLab(t, ctx)
 	before := machineState(t)
 	child := startChild(t, lock)
 	// Ctrl-C: the lab catches it, removes itself and exits.
@@ -293,7 +293,7 @@ func TestKilledLabIsClearedAtNextStart(t *testing.T) {
 	cfg := smallConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	lock := lockLab(t, ctx, cfg)
+	lock := lockLab(t, ctx)
 	before := machineState(t)
 	child := startChild(t, lock)
 	// No chance to clean up: SIGKILL.

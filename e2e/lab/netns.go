@@ -70,7 +70,9 @@ func (Exec) FindInPath(plugin string, paths []string) (string, error) {
 // ExecPlugin runs pluginPath with the CNI environment and stdin inside the
 // node and decodes a CNI error from its stdout when it fails.
 func (e Exec) ExecPlugin(ctx context.Context, pluginPath string, stdin []byte, environ []string) ([]byte, error) {
-	argv := []string{"nsenter", "-t", strconv.Itoa(e.Node.host.holder.pid()), "-n", "-m", "--", pluginPath}
+	// As the node's runtime would: in the node's namespaces, and in the
+	// lab's cgroup like every process of the lab.
+	argv := e.Node.host.nsenterArgs([]string{pluginPath})
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = environ
 	cmd.Stdin = bytes.NewReader(stdin)

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -31,8 +32,18 @@ func Prepare(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	// Built beside, then renamed: another test binary's lab may be
+	// running the current one.
 	cfg.Labbox = filepath.Join(cache, "labbox")
-	if err := images.BuildStatic(ctx, moduleDir, images.LabboxPackage, cfg.Labbox); err != nil {
+	tmp, err := os.MkdirTemp(cache, ".labbox-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if err := images.BuildStatic(ctx, moduleDir, images.LabboxPackage, filepath.Join(tmp, "labbox")); err != nil {
+		return err
+	}
+	if err := os.Rename(filepath.Join(tmp, "labbox"), cfg.Labbox); err != nil {
 		return err
 	}
 	for _, t := range imgs.All() {

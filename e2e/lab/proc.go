@@ -23,9 +23,11 @@ const cgroupName = "nsegress-lab"
 // by $1 in every hierarchy, then runs the rest of the script. Joining
 // before exec means no child can be forked outside the subtree.
 const joinCgroup = `cg=$1; shift
+joined=
 for d in /sys/fs/cgroup/*/"$cg"; do
-	if [ -d "$d" ]; then echo $$ > "$d/cgroup.procs"; fi
+	if [ -d "$d" ]; then echo $$ > "$d/cgroup.procs" || exit 1; joined=1; fi
 done
+[ -n "$joined" ] || { echo "no cgroup $cg to join" >&2; exit 1; }
 `
 
 // cgroupMounts lists the mount points of the cgroup hierarchies (v1 and the
