@@ -36,7 +36,17 @@ type Keeper struct {
 	mu      sync.Mutex
 	ready   bool
 	lastErr error
+	lastRun time.Time // end of the last reconcile, for liveness
 	renewAt time.Time
+}
+
+// Alive reports whether the loop has reconciled within three resync
+// periods: a keeper stuck in a call never returns to its loop, and the
+// liveness probe should restart it.
+func (k *Keeper) Alive() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return !k.lastRun.IsZero() && time.Since(k.lastRun) < 3*k.Resync
 }
 
 // Ready reports whether the plugin is installed and chained, and if not,
@@ -123,6 +133,7 @@ func (k *Keeper) reconcile(ctx context.Context, full bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.ready, k.lastErr = err == nil, err
+	k.lastRun = time.Now()
 	if err != nil {
 		k.Logf("install: %v", err)
 	}

@@ -88,6 +88,9 @@ func TestKeeperPutsTheEntryBackAfterEveryRewrite(t *testing.T) {
 	if !chained(n.conflist(t)) {
 		t.Fatalf("ready, but not chained:\n%s", n.conflist(t))
 	}
+	if !n.k.Alive() {
+		t.Error("a keeper that just reconciled reports itself not alive")
+	}
 	if b, err := os.ReadFile(filepath.Join(n.bin, PluginBinary)); err != nil || string(b) != "plugin" {
 		t.Fatalf("plugin binary not installed: %v", err)
 	}

@@ -127,6 +127,11 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 func healthServer(addr string, k *install.Keeper) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !k.Alive() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "the install loop has not run for three resync periods")
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
