@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/nsegress/nsegress/plugin"
 )
 
 // PluginType is the "type" of nsegress's entry in a conflist (SPEC §4). An
 // entry of this type is ours: Patch replaces it and Unpatch removes it.
-const PluginType = "nsegress"
+const PluginType = plugin.PluginType
 
 // Entry is nsegress's element of the primary's "plugins" list. The plugin
 // reads everything node-specific from it (SPEC §4), so that several

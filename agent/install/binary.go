@@ -11,11 +11,13 @@ import (
 	"path/filepath"
 
 	"github.com/google/renameio/v2"
+
+	"github.com/nsegress/nsegress/plugin"
 )
 
-// PluginBinary is the plugin's file name in the CNI bin dir; it must equal
-// the conflist entry's "type".
-const PluginBinary = "nsegress"
+// PluginBinary is the plugin's file name in the CNI bin dir: its conflist
+// "type", by which the runtime finds it.
+const PluginBinary = plugin.PluginType
 
 // CopyPlugin places the plugin binary src into binDir as PluginBinary.
 // The bytes go to a temporary file in binDir, which is then renamed over

@@ -13,7 +13,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
 
@@ -109,7 +108,6 @@ func (l *Lab) startControlPlane(ctx context.Context, cp *host) error {
 		return fmt.Errorf("load lab kubeconfig: %w", err)
 	}
 	cfg.QPS, cfg.Burst = 100, 200
-	l.rest = cfg
 	l.client, err = kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -255,25 +253,6 @@ func (f *forwarder) close() {
 	f.mu.Unlock()
 	f.wg.Wait()
 }
-
-// DialInHost dials addr from inside the named lab host, for tests that
-// talk to the lab's network directly.
-func (l *Lab) DialInHost(hostName, network, addr string) (net.Conn, error) {
-	h := l.host(hostName)
-	if h == nil {
-		return nil, fmt.Errorf("no lab host %q", hostName)
-	}
-	var c net.Conn
-	err := h.netns.Do(func(ns.NetNS) error {
-		var err error
-		c, err = net.DialTimeout(network, addr, 3*time.Second)
-		return err
-	})
-	return c, err
-}
-
-// RESTConfig is an admin client configuration for the lab's API server.
-func (l *Lab) RESTConfig() *rest.Config { return rest.CopyConfig(l.rest) }
 
 // Client is an admin clientset for the lab's API server.
 func (l *Lab) Client() kubernetes.Interface { return l.client }

@@ -27,7 +27,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 )
 
 // markerFile marks a folder as the lab's own, so that cleaning up a
@@ -46,7 +45,6 @@ type Lab struct {
 	backends  []Backend
 	forwarder *forwarder
 	ports     atomic.Uint32 // numbers the switch's ports
-	rest      *rest.Config
 	client    kubernetes.Interface
 
 	mu sync.Mutex // guards procs and hosts, which grow from several goroutines

@@ -76,9 +76,6 @@ func (n *Node) HostPath(p string) (string, error) {
 	return "", fmt.Errorf("%s is not below a per-node folder of %s", p, n.Name)
 }
 
-// NetNSPath is a path to the node's network namespace while the lab runs.
-func (n *Node) NetNSPath() string { return n.host.NetNSPath() }
-
 // ContainerdSocket is the node's containerd socket as seen from the
 // machine.
 func (n *Node) ContainerdSocket() string {
