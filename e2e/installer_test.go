@@ -331,7 +331,7 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(500 * time.Millisecond):
+			case <-time.After(time.Second):
 			}
 			p := echoPod(ns, fmt.Sprintf("r-%d", i), node.Name)
 			if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {

@@ -95,6 +95,12 @@ func (l *Lab) newNode(plan nodePlan) (*Node, error) {
 	for _, m := range nodeMounts {
 		fmt.Fprintf(&setup, "mount --bind %s %s\n", shellQuote(filepath.Join(n.Dir, m.dir)), m.target)
 	}
+	// containerd's content store, snapshots and metadata live in memory:
+	// its fsyncs on every pod start would otherwise stall the shared disk's
+	// journal for everything else on the machine, other nodes' agents
+	// included. The tmpfs is mounted in the node's own mount namespace and
+	// goes with it.
+	setup.WriteString("mkdir -p /var/lib/containerd\nmount -t tmpfs -o mode=0711 nsegress-lab /var/lib/containerd\n")
 	for k, v := range kernelDefaults {
 		f := filepath.Join(n.Dir, "sysctl", strings.ReplaceAll(k, "/", "."))
 		if err := os.WriteFile(f, []byte(v+"\n"), 0o644); err != nil {
