@@ -36,6 +36,9 @@ type Cluster interface {
 	FirewallDrops(ctx context.Context) (map[netip.Addr]uint64, error)
 	// ReadNodeFile reads a file on a node's own filesystem.
 	ReadNodeFile(node, path string) ([]byte, error)
+	// NodeExec runs a command (nft, ip) on a node, in its network
+	// namespace, and returns its combined output.
+	NodeExec(ctx context.Context, node string, argv ...string) (string, error)
 }
 
 // labCluster adapts the embedded lab to Cluster.
@@ -73,6 +76,11 @@ func (c labCluster) FirewallDrops(ctx context.Context) (map[netip.Addr]uint64, e
 
 func (c labCluster) ReadNodeFile(node, path string) ([]byte, error) {
 	return c.lab.ReadNodeFile(node, path)
+}
+
+func (c labCluster) NodeExec(ctx context.Context, node string, argv ...string) (string, error) {
+	out, err := c.lab.NodeExec(ctx, node, argv...)
+	return string(out), err
 }
 
 // nodeIP is a node's underlay address, or the zero Addr.

@@ -24,30 +24,16 @@ import (
 // labInstall is install/ with the lab's differences patched in.
 const labInstall = "testdata/lab-install"
 
-// agentImageRef is the tag e2e/testdata/lab-install deploys.
-const agentImageRef = "nsegress/nsegress-agent:lab"
-
 // loadAgentImage builds the agent and the plugin as static binaries, packs
 // them into the agent image and imports it into every node.
 func loadAgentImage(t *testing.T, c Cluster) {
 	t.Helper()
 	ctx := context.Background()
-	cache := filepath.Join(lab.CacheDir(), "images")
-	dir := t.TempDir()
-	agent, plugin := filepath.Join(dir, "nsegress-agent"), filepath.Join(dir, "nsegress")
-	for bin, pkg := range map[string]string{agent: "github.com/nsegress/nsegress/cmd/nsegress-agent", plugin: "github.com/nsegress/nsegress/cmd/nsegress"} {
-		if err := images.BuildStatic(ctx, "", pkg, bin); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tb, err := images.PackBinaryCached(cache, agent, images.Spec{
-		Ref: agentImageRef, Path: "/nsegress-agent", Entrypoint: []string{"/nsegress-agent"}, Cmd: []string{"run"},
-		Extra: map[string]string{"/nsegress": plugin},
-	})
+	tb, err := images.AgentImage(ctx, filepath.Join(lab.CacheDir(), "images"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.LoadImage(ctx, tb.Path); err != nil {
+	if err := c.LoadImage(ctx, tb); err != nil {
 		t.Fatal(err)
 	}
 }

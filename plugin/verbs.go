@@ -1,8 +1,22 @@
 package plugin
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"github.com/nsegress/nsegress/api/v1alpha1"
+	"github.com/nsegress/nsegress/nft"
 )
 
 // Funcs are the plugin's verbs for skel.PluginMainFuncs.
@@ -10,10 +24,32 @@ func Funcs() skel.CNIFuncs {
 	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus}
 }
 
-// cmdAdd passes the primary plugin's result through unchanged. nsegress is
-// chained only: like portmap, it has nothing to build on without a
-// prevResult.
+// Datapath is the nft table the plugin programs pods into; tests point it
+// at a table of their own.
+var Datapath = func() (PodTable, error) { return nft.Open() }
+
+// PodTable is the part of the nft table the plugin uses.
+type PodTable interface {
+	AddPod(k nft.PodKey, id uint16) error
+	DelPod(k nft.PodKey) error
+	Pods() (map[nft.PodKey]uint16, error)
+	Close() error
+}
+
+// k8sArgs are the CNI_ARGS the kubelet's runtime passes.
+type k8sArgs struct {
+	types.CommonArgs
+	K8S_POD_NAMESPACE          types.UnmarshallableString //nolint:revive // the runtime's names
+	K8S_POD_NAME               types.UnmarshallableString //nolint:revive
+	K8S_POD_INFRA_CONTAINER_ID types.UnmarshallableString //nolint:revive
+	K8S_POD_UID                types.UnmarshallableString //nolint:revive
+}
+
+// cmdAdd programs a pod that a policy selects, from its first packet, and
+// returns the primary's result unchanged. A pod no policy selects gets a
+// record (so that a later policy can take it in) and nothing else.
 func cmdAdd(args *skel.CmdArgs) error {
+	start := time.Now()
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -22,17 +58,164 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrInvalidNetworkConfig,
 			"nsegress: no prevResult: nsegress must be chained after a primary CNI plugin in a conflist", "")
 	}
+	log := logger(conf)
+	namespace, pod, err := podOf(args)
+	if err != nil {
+		return err
+	}
+	if namespace == "" || pod == "" {
+		log.Info("ADD: not a Kubernetes pod, passing through", "container", args.ContainerID)
+		return types.PrintResult(conf.PrevResult, conf.CNIVersion)
+	}
+	ip, err := podIPv4(conf.PrevResult)
+	if err != nil {
+		return err
+	}
+	if !ip.IsValid() {
+		log.Info("ADD: the primary gave no IPv4 address, passing through", "pod", namespace+"/"+pod)
+		return types.PrintResult(conf.PrevResult, conf.CNIVersion)
+	}
+	st := State{Dir: conf.StateDir}
+	policy, view, err := decide(st, conf.Kubeconfig, namespace, pod, log)
+	if err != nil {
+		return err
+	}
+	hostIf, err := HostInterface(ip)
+	if err != nil {
+		return err
+	}
+	rec := PodRecord{ContainerID: args.ContainerID, IfName: args.IfName, Namespace: namespace, Name: pod, IP: ip, HostIf: hostIf}
+	if policy != nil {
+		rec.Policy = policy.Name
+		rec.TunnelID = uint16(policy.Status.TunnelID)
+	}
+	if err := program(st, rec); err != nil {
+		return err
+	}
+	log.Info("ADD", "pod", namespace+"/"+pod, "ip", ip, "hostIf", hostIf, "policy", rec.Policy,
+		"tunnelID", rec.TunnelID, "from", view.Source, "took", time.Since(start).Round(time.Microsecond))
 	return types.PrintResult(conf.PrevResult, conf.CNIVersion)
 }
 
-// cmdDel succeeds for any container, known or not, as the spec requires
-// of DEL.
-func cmdDel(args *skel.CmdArgs) error {
-	_, err := ParseConfig(args.StdinData)
-	return err
+// decide finds the policy that governs the pod: from the API server within
+// LookupBudget, else from the agent's snapshot, else CNI code 11 so that
+// the runtime retries. A policy that selects the pod but has no tunnel ID
+// yet is an error too when it fails closed: starting the pod unprogrammed
+// would let its first packets leave with the node's IP.
+func decide(st State, kubeconfig, namespace, pod string, log *slog.Logger) (*v1alpha1.EgressNATPolicy, View, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), LookupBudget)
+	defer cancel()
+	view, apiErr := lookupAPI(ctx, kubeconfig, namespace, pod)
+	if apiErr != nil {
+		var ok bool
+		var snapErr error
+		view, ok, snapErr = lookupSnapshot(st, namespace, pod)
+		if !ok {
+			why := "no snapshot of the agent's"
+			if snapErr != nil {
+				why = snapErr.Error()
+			}
+			return nil, View{}, types.NewError(types.ErrTryAgainLater,
+				fmt.Sprintf("nsegress: cannot tell whether a policy selects pod %s/%s: the API server did not answer (%v) and %s", namespace, pod, apiErr, why), "")
+		}
+		log.Warn("ADD: API lookup failed, using the snapshot", "pod", namespace+"/"+pod, "error", apiErr)
+	}
+	policy, err := v1alpha1.SelectPolicy(view.Policies, view.NamespaceLabels, view.PodLabels)
+	if err != nil {
+		return nil, View{}, types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("nsegress: pod %s/%s: %v (from the %s)", namespace, pod, err, view.Source), "")
+	}
+	if policy != nil && !programmable(policy) {
+		if policy.Spec.FailMode == v1alpha1.FailModeOpen {
+			log.Warn("ADD: the policy has no tunnel ID yet and fails open: pod not programmed", "pod", namespace+"/"+pod, "policy", policy.Name)
+			return nil, view, nil
+		}
+		return nil, View{}, types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("nsegress: policy %s selects pod %s/%s but has no tunnel ID yet (the elected nsegress agent assigns it); failMode Closed: not starting the pod unprogrammed", policy.Name, namespace, pod), "")
+	}
+	return policy, view, nil
 }
 
-// cmdCheck verifies that the runtime handed over the result of ADD.
+func programmable(p *v1alpha1.EgressNATPolicy) bool {
+	return p.Status.TunnelID > 0 && p.Status.TunnelID <= 4095
+}
+
+// program records the pod and, when a policy selects it, adds its element
+// to the pods map, under the node's state lock.
+func program(st State, rec PodRecord) error {
+	unlock, err := st.Lock()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "nsegress: "+err.Error(), "")
+	}
+	defer unlock()
+	if err := st.Save(rec); err != nil {
+		return types.NewError(types.ErrIOFailure, "nsegress: "+err.Error(), "")
+	}
+	if rec.TunnelID == 0 {
+		return nil
+	}
+	t, err := Datapath()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "nsegress: open nftables: "+err.Error(), "")
+	}
+	defer t.Close()
+	err = t.AddPod(nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}, rec.TunnelID)
+	if errors.Is(err, nft.ErrPolicyNotProgrammed) {
+		return types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("nsegress: policy %s (tunnel ID %d) is not programmed on this node yet; the agent programs it", rec.Policy, rec.TunnelID), err.Error())
+	}
+	if err != nil {
+		return types.NewError(types.ErrInternal, "nsegress: program pod: "+err.Error(), "")
+	}
+	return nil
+}
+
+// cmdDel removes what ADD added for this container, unless a newer pod
+// owns the address now (containerd's second DEL comes after the address
+// may have been reused). DEL of an unknown container succeeds.
+func cmdDel(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	st := State{Dir: conf.StateDir}
+	unlock, err := st.Lock()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "nsegress: "+err.Error(), "")
+	}
+	defer unlock()
+	rec, owned, err := st.ForContainer(args.ContainerID, args.IfName)
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "nsegress: "+err.Error(), "")
+	}
+	if owned {
+		if err := delElement(rec); err != nil {
+			return err
+		}
+		logger(conf).Info("DEL", "pod", rec.Namespace+"/"+rec.Name, "ip", rec.IP, "hostIf", rec.HostIf)
+	}
+	if err := st.Forget(args.ContainerID, args.IfName, rec, owned); err != nil {
+		return types.NewError(types.ErrIOFailure, "nsegress: "+err.Error(), "")
+	}
+	return nil
+}
+
+// delElement removes a record's element. It does so even when the record
+// says no policy selected the pod: the agent may have moved it into one
+// since.
+func delElement(rec PodRecord) error {
+	t, err := Datapath()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "nsegress: open nftables: "+err.Error(), "")
+	}
+	defer t.Close()
+	if err := t.DelPod(nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}); err != nil {
+		return types.NewError(types.ErrInternal, "nsegress: remove pod: "+err.Error(), "")
+	}
+	return nil
+}
+
+// cmdCheck verifies that a pod ADD programmed still has its element.
 func cmdCheck(args *skel.CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
@@ -41,17 +224,114 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "nsegress: CHECK without prevResult", "")
 	}
+	st := State{Dir: conf.StateDir}
+	rec, owned, err := st.ForContainer(args.ContainerID, args.IfName)
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "nsegress: "+err.Error(), "")
+	}
+	if !owned || rec.TunnelID == 0 {
+		return nil
+	}
+	t, err := Datapath()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "nsegress: open nftables: "+err.Error(), "")
+	}
+	defer t.Close()
+	pods, err := t.Pods()
+	if err != nil {
+		return types.NewError(types.ErrInternal, "nsegress: list pods: "+err.Error(), "")
+	}
+	if _, ok := pods[nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}]; !ok {
+		return types.NewError(types.ErrInternal,
+			fmt.Sprintf("nsegress: pod %s/%s (%s on %s) has no element in the nsegress pods map", rec.Namespace, rec.Name, rec.IP, rec.HostIf), "")
+	}
 	return nil
 }
 
-// cmdGC has no per-attachment state to collect yet.
+// cmdGC forgets every container the runtime no longer lists.
 func cmdGC(args *skel.CmdArgs) error {
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := map[[2]string]bool{}
+	for _, a := range conf.ValidAttachments {
+		valid[[2]string{a.ContainerID, a.IfName}] = true
+	}
+	st := State{Dir: conf.StateDir}
+	containers, err := st.Containers()
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "nsegress: "+err.Error(), "")
+	}
+	for _, c := range containers {
+		if valid[c] {
+			continue
+		}
+		gone := args
+		gone.ContainerID, gone.IfName = c[0], c[1]
+		if err := cmdDel(gone); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cmdStatus reports the plugin ready whenever its configuration parses:
+// pods no policy selects must start whatever state the agent is in.
+func cmdStatus(args *skel.CmdArgs) error {
 	_, err := ParseConfig(args.StdinData)
 	return err
 }
 
-// cmdStatus reports the plugin ready whenever its configuration parses.
-func cmdStatus(args *skel.CmdArgs) error {
-	_, err := ParseConfig(args.StdinData)
-	return err
+func podOf(args *skel.CmdArgs) (namespace, pod string, err error) {
+	var a k8sArgs
+	a.IgnoreUnknown = true
+	if err := types.LoadArgs(args.Args, &a); err != nil {
+		return "", "", types.NewError(types.ErrInvalidNetworkConfig, "nsegress: parse CNI_ARGS", err.Error())
+	}
+	return string(a.K8S_POD_NAMESPACE), string(a.K8S_POD_NAME), nil
+}
+
+// podIPv4 is the first IPv4 address of the primary's result.
+func podIPv4(prev types.Result) (netip.Addr, error) {
+	res, err := current.NewResultFromResult(prev)
+	if err != nil {
+		return netip.Addr{}, types.NewError(types.ErrDecodingFailure, "nsegress: convert prevResult", err.Error())
+	}
+	for _, c := range res.IPs {
+		if a, ok := netip.AddrFromSlice(c.Address.IP.To4()); ok && c.Address.IP.To4() != nil {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, nil
+}
+
+// HostInterface finds the node-side interface of a pod address; tests
+// replace it.
+var HostInterface = hostInterface
+
+// hostInterface is the node-side interface the pod's packets arrive on:
+// the one the node routes the pod's address through (a ptp veth, a
+// Calico cali*, a bridge). It keys the pod's element together with the
+// address, so that another pod cannot borrow it by forging the address.
+func hostInterface(ip netip.Addr) (string, error) {
+	routes, err := netlink.RouteGet(net.IP(ip.AsSlice()))
+	if err != nil || len(routes) == 0 {
+		return "", types.NewError(types.ErrInternal, fmt.Sprintf("nsegress: no route to the pod's address %s on this node", ip), fmt.Sprint(err))
+	}
+	link, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return "", types.NewError(types.ErrInternal, fmt.Sprintf("nsegress: interface towards %s", ip), err.Error())
+	}
+	return link.Attrs().Name, nil
+}
+
+// logger logs to the entry's logFile; a plugin's stderr is the runtime's.
+func logger(conf *Config) *slog.Logger {
+	f, err := os.OpenFile(conf.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	// The process ends with the verb; the OS closes the file.
+	return slog.New(slog.NewTextHandler(f, nil))
 }

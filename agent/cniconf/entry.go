@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/nsegress/nsegress/plugin"
@@ -22,15 +21,9 @@ const PluginType = plugin.PluginType
 // first, maps with sorted keys): installing the same Entry twice must give
 // the same bytes, or every reconcile of the agent would rewrite the file.
 type Entry struct {
-	// Kubeconfig is the path of the kubeconfig the plugin uses to look up
-	// pods and policies.
-	Kubeconfig string `json:"kubeconfig"`
-	// StateDir is the plugin's directory for per-node state, such as the
-	// agent's last known snapshot that ADD falls back to (SPEC §5).
-	StateDir string `json:"stateDir"`
-	// LogFile is where the plugin logs; a CNI plugin's stderr goes to the
-	// runtime's log, not to us.
-	LogFile string `json:"logFile"`
+	// Settings are the fields the plugin reads (kubeconfig, stateDir,
+	// logFile): one type, shared with the plugin's own parser.
+	plugin.Settings
 	// Tunnel holds the plugin's tunnel parameters as the plugin package
 	// defines them; it must marshal to a JSON object. Nil leaves it out.
 	Tunnel any `json:"tunnel,omitempty"`
@@ -51,17 +44,8 @@ type wireEntry struct {
 // must be absolute: the plugin runs with the runtime's working directory,
 // which is no place to resolve a relative path against.
 func (e Entry) Validate() error {
-	for _, f := range []struct{ name, val string }{
-		{"kubeconfig", e.Kubeconfig},
-		{"stateDir", e.StateDir},
-		{"logFile", e.LogFile},
-	} {
-		if f.val == "" {
-			return fmt.Errorf("nsegress entry: %s is empty", f.name)
-		}
-		if !filepath.IsAbs(f.val) {
-			return fmt.Errorf("nsegress entry: %s %q is not an absolute path", f.name, f.val)
-		}
+	if err := e.Settings.Validate(); err != nil {
+		return fmt.Errorf("nsegress entry: %w", err)
 	}
 	if e.Tunnel != nil {
 		b, err := json.Marshal(e.Tunnel)

@@ -11,17 +11,19 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/nsegress/nsegress/plugin"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden/*.golden from the current output")
 
 // testEntry is the entry every golden file was made with: one node's
 // settings, as the agent would pass them.
-var testEntry = Entry{
+var testEntry = Entry{Settings: plugin.Settings{
 	Kubeconfig: "/etc/nsegress/node-1/kubeconfig",
 	StateDir:   "/var/lib/nsegress/node-1",
 	LogFile:    "/var/log/nsegress/node-1/plugin.log",
-}
+}}
 
 // fixtures lists the config files in testdata, each a primary CNI's
 // config in the shape that project installs, or an odd layout that a
@@ -293,11 +295,11 @@ func TestPatchNamesTheFileAndTheProblem(t *testing.T) {
 		{"a .conf whose top level is a string", conf, `"ptp"`, "conf " + conf + ": top level is not an object", nil},
 		{"a file name no runtime loads", "/etc/cni/net.d/10-x.yaml", `{}`, "/etc/cni/net.d/10-x.yaml: not a CNI config file name", nil},
 		{"an entry with a relative kubeconfig", list, readFixtureString(t, "10-ptp.conflist"), `nsegress entry: kubeconfig "kubeconfig" is not an absolute path`,
-			&Entry{Kubeconfig: "kubeconfig", StateDir: "/s", LogFile: "/l"}},
+			&Entry{Settings: plugin.Settings{Kubeconfig: "kubeconfig", StateDir: "/s", LogFile: "/l"}}},
 		{"an entry without a log file", list, readFixtureString(t, "10-ptp.conflist"), "nsegress entry: logFile is empty",
-			&Entry{Kubeconfig: "/k", StateDir: "/s"}},
+			&Entry{Settings: plugin.Settings{Kubeconfig: "/k", StateDir: "/s"}}},
 		{"an entry whose tunnel is not an object", list, readFixtureString(t, "10-ptp.conflist"), "nsegress entry: tunnel is not a JSON object",
-			&Entry{Kubeconfig: "/k", StateDir: "/s", LogFile: "/l", Tunnel: []int{1}}},
+			&Entry{Settings: plugin.Settings{Kubeconfig: "/k", StateDir: "/s", LogFile: "/l"}, Tunnel: []int{1}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nsegress/nsegress/agent/cniconf"
+	"github.com/nsegress/nsegress/plugin"
 )
 
 const primaryConflist = `{
@@ -47,7 +48,7 @@ func newTestNode(t *testing.T) *node {
 		t.Fatal(err)
 	}
 	n.k = &Keeper{BinDir: n.bin, PluginSrc: n.plugin, Conf: conf, Resync: time.Hour, Logf: t.Logf,
-		Entry: cniconf.Entry{Kubeconfig: filepath.Join(n.state, "kubeconfig"), StateDir: n.state, LogFile: filepath.Join(n.state, "plugin.log")}}
+		Entry: cniconf.Entry{Settings: plugin.Settings{Kubeconfig: filepath.Join(n.state, "kubeconfig"), StateDir: n.state, LogFile: filepath.Join(n.state, "plugin.log")}}}
 	return n
 }
 

@@ -162,6 +162,15 @@ type EgressNATPolicyStatus struct {
 	// +optional
 	GatewayNode string `json:"gatewayNode,omitempty"`
 
+	// TunnelID is the policy's number on every node, unique in the
+	// cluster and kept for the policy's lifetime: its VXLAN network
+	// identifier, its packet mark and its routing table are derived from
+	// it. The elected agent assigns it; 0 means not assigned yet.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=4095
+	TunnelID int32 `json:"tunnelID,omitempty"`
+
 	// Conditions hold at least Ready, with a reason and a message a user
 	// can act on; see the Condition* and Reason* constants.
 	// +optional

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/nsegress/nsegress/agent/cniconf"
+	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/agent/install"
+	"github.com/nsegress/nsegress/plugin"
 )
 
 const usage = `usage: nsegress-agent run|install|uninstall [flags]
@@ -37,6 +39,8 @@ type options struct {
 	apiKubeconfig, nodeName, namespace, daemonSet, pluginServiceAccount string
 	caFile, healthAddr, startupTaint                                    string
 	resync                                                              time.Duration
+	uplink                                                              string
+	vxlanPort                                                           uint16
 }
 
 func envOr(name, def string) string {
@@ -71,9 +75,15 @@ func parse(args []string) (string, options, error) {
 	fs.StringVar(&o.healthAddr, "health-addr", envOr("NSEGRESS_HEALTH_ADDR", "127.0.0.1:9809"), "where /healthz and /readyz are served")
 	fs.StringVar(&o.startupTaint, "startup-taint", os.Getenv("NSEGRESS_STARTUP_TAINT"), "a node taint key to remove once nsegress is chained (empty: none)")
 	fs.DurationVar(&o.resync, "resync", 30*time.Second, "how often to re-check the installation without a file event")
+	fs.StringVar(&o.uplink, "uplink", os.Getenv("NSEGRESS_UPLINK"), "the underlay interface (default: the one holding the node's InternalIP)")
+	port := fs.Uint("vxlan-port", datapath.DefaultPort, "the VXLAN UDP port of the policy tunnels (avoid 4789 and 8472, used by Calico, flannel and Cilium)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return "", o, err
 	}
+	if *port == 0 || *port > 65535 {
+		return "", o, fmt.Errorf("-vxlan-port %d is not a UDP port", *port)
+	}
+	o.vxlanPort = uint16(*port)
 	if o.plugin == "" {
 		self, err := os.Executable()
 		if err != nil {
@@ -134,7 +144,7 @@ func newKeeper(o options, logf func(string, ...any)) (*install.Keeper, error) {
 	}
 	return &install.Keeper{
 		BinDir: o.binDir, PluginSrc: o.plugin, Conf: conf,
-		Entry:  cniconf.Entry{Kubeconfig: o.kubeconfig, StateDir: o.stateDir, LogFile: o.logFile},
+		Entry:  cniconf.Entry{Settings: plugin.Settings{Kubeconfig: o.kubeconfig, StateDir: o.stateDir, LogFile: o.logFile}},
 		Resync: o.resync, Logf: logf,
 	}, nil
 }
@@ -156,7 +166,7 @@ func uninstallOnce(o options) error {
 	if err != nil {
 		return err
 	}
-	if err := k.Uninstall(); err != nil {
+	if err := uninstall(k, o); err != nil {
 		return err
 	}
 	fmt.Println("uninstalled")

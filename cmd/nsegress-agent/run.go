@@ -12,11 +12,14 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/nsegress/nsegress/agent/controller"
 	"github.com/nsegress/nsegress/agent/install"
+	"github.com/nsegress/nsegress/agent/node"
 )
 
 // serviceAccountCA is where every pod finds its cluster's CA.
@@ -42,6 +45,10 @@ func runAgent(o options) error {
 	if err != nil {
 		return err
 	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("API client: %w", err)
+	}
 	k.Creds = &install.Credentials{
 		Client: client, Namespace: o.namespace, ServiceAccount: o.pluginServiceAccount,
 		Server: cfg.Host, CAFile: o.caFile, Path: o.kubeconfig, Lifetime: time.Hour,
@@ -49,7 +56,18 @@ func runAgent(o options) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv := healthServer(o.healthAddr, k)
+	role := node.New(node.Config{
+		Client: client, Dynamic: dyn, NodeName: o.nodeName, StateDir: o.stateDir,
+		Port: o.vxlanPort, Uplink: o.uplink, Resync: o.resync, Logf: logger.Printf,
+	})
+	roles := make(chan error, 2)
+	go func() { roles <- role.Run(ctx) }()
+	go func() {
+		roles <- controller.Run(ctx, controller.Config{
+			Client: client, Dynamic: dyn, Namespace: o.namespace, Identity: o.nodeName, Logf: logger.Printf,
+		})
+	}()
+	srv := healthServer(o.healthAddr, k, role)
 	ln, err := net.Listen("tcp", o.healthAddr)
 	if err != nil {
 		return fmt.Errorf("health server: %w", err)
@@ -78,8 +96,12 @@ func runAgent(o options) error {
 	if !removed {
 		return nil
 	}
-	if err := k.Uninstall(); err != nil {
-		return fmt.Errorf("uninstall: %w", err)
+	stop()
+	for range 2 {
+		<-roles
+	}
+	if err := uninstall(k, o); err != nil {
+		return err
 	}
 	logger.Printf("uninstalled nsegress from %s", o.nodeName)
 	return nil
@@ -124,7 +146,20 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-func healthServer(addr string, k *install.Keeper) *http.Server {
+// uninstall unchains the plugin first, so that no new pod is programmed,
+// then removes the datapath: nft table, tunnels, rules, routes, floating
+// IPs and the plugin's records.
+func uninstall(k *install.Keeper, o options) error {
+	if err := k.Uninstall(); err != nil {
+		return fmt.Errorf("uninstall: %w", err)
+	}
+	if err := node.Uninstall(o.stateDir, o.uplink); err != nil {
+		return fmt.Errorf("uninstall the datapath: %w", err)
+	}
+	return nil
+}
+
+func healthServer(addr string, k *install.Keeper, role *node.Role) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !k.Alive() {
@@ -138,6 +173,11 @@ func healthServer(addr string, k *install.Keeper) *http.Server {
 		if ok, err := k.Ready(); !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "not ready: %v\n", err)
+			return
+		}
+		if !role.Programmed() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: the node's datapath is not programmed yet")
 			return
 		}
 		fmt.Fprintln(w, "ok")

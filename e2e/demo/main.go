@@ -1,10 +1,12 @@
 // Command demo runs the seed scenario on the embedded lab: it brings the
-// cluster up, starts one pod in each of the namespaces purple, darkblue
-// and lightblue, asks every backend from every pod who is calling, prints
-// the matrix of what each backend saw, and removes the lab again.
+// cluster up, installs nsegress with kubectl apply -k (the lab's overlay of
+// install/), applies the seed's gateway group and three policies, starts
+// one pod in each of the namespaces purple, darkblue and lightblue, asks
+// every backend from every pod who is calling, prints the matrix of what
+// each backend saw, and removes the lab again.
 //
-// Until nsegress's datapath lands, every cell shows the firewall's verdict
-// on the node's own address: blocked.
+// The expected matrix: only the diagonal connects, and each backend sees
+// its namespace's egress IP; every other cell is blocked by the firewall.
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nsegress/nsegress/e2e/images"
 	"github.com/nsegress/nsegress/e2e/lab"
 )
 
@@ -72,12 +76,42 @@ func run(keep bool) error {
 	}
 	tw.Flush()
 
+	fmt.Println("\nINSTALLING nsegress: kubectl apply -k " + labInstall)
+	tb, err := images.AgentImage(ctx, filepath.Join(lab.CacheDir(), "images"))
+	if err != nil {
+		return err
+	}
+	if err := l.LoadImage(ctx, tb); err != nil {
+		return err
+	}
+	k := func(args ...string) (string, error) { return kubectl(ctx, l, cfg.Bins.Kubectl, args...) }
+	if out, err := k("apply", "-k", labInstall); err != nil {
+		return fmt.Errorf("kubectl apply -k %s: %w\n%s", labInstall, err, out)
+	}
+	if out, err := k("-n", "nsegress-system", "rollout", "status", "daemonset/nsegress-agent", "--timeout=120s"); err != nil {
+		return fmt.Errorf("nsegress agents not ready: %w\n%s", err, out)
+	}
+
 	// One pod per namespace: on two workers and on a gateway node.
 	placement := []string{nodes[0].Name, nodes[1%cfg.Workers].Name, nodes[cfg.Workers].Name}
-	for i, ns := range namespaces {
-		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	for _, ns := range namespaces {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"team": ns}}}, metav1.CreateOptions{}); err != nil {
 			return err
 		}
+	}
+	if out, err := k("apply", "-f", seedManifests); err != nil {
+		return fmt.Errorf("kubectl apply -f %s: %w\n%s", seedManifests, err, out)
+	}
+	if out, err := k("wait", "--for=condition=Ready", "egressnatpolicy", "--all", "--timeout=60s"); err != nil {
+		return fmt.Errorf("policies not Ready: %w\n%s", err, out)
+	}
+	fmt.Println("\nPOLICIES (kubectl get egressnatpolicies)")
+	out, _ := k("get", "egressnatpolicies", "-o", "wide")
+	fmt.Print(out)
+	fmt.Println("\nGATEWAY GROUP onprem: which node holds which floating IP")
+	out, _ = k("-n", "nsegress-system", "get", "networkgatewaygroup", "onprem", "-o", "jsonpath={.status.nodes}{\"\\n\"}{.status.floatingIPs}{\"\\n\"}")
+	fmt.Print(out)
+	for i, ns := range namespaces {
 		if err := waitFor(ctx, func() bool {
 			_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
 			return err == nil
@@ -147,10 +181,28 @@ func ask(ctx context.Context, l *lab.Lab, kubectl, ns string, b lab.Backend) str
 	return strings.TrimSpace(string(out))
 }
 
+// labInstall is install/ with the lab's differences patched in, and
+// seedManifests the seed's group and policies; both relative to the
+// repository root, where make demo runs.
+const (
+	labInstall    = "e2e/testdata/lab-install"
+	seedManifests = "e2e/testdata/seed.yaml"
+)
+
+// kubectl runs kubectl against the lab.
+func kubectl(ctx context.Context, l *lab.Lab, bin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", l.Kubeconfig()}, args...)...)
+	cmd.Env = []string{"HOME=" + l.Dir() + "/home", "PATH=/usr/bin:/bin"}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 func clientPod(ns, node string) *corev1.Pod {
 	grace := int64(1)
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "client"},
+		// The seed's purple policy selects only pods labelled for on-prem
+		// egress; the other two select their whole namespace.
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "client", Labels: map[string]string{"egress": "onprem"}},
 		Spec: corev1.PodSpec{
 			NodeSelector:                  map[string]string{"kubernetes.io/hostname": node},
 			TerminationGracePeriodSeconds: &grace,

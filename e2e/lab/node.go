@@ -368,3 +368,14 @@ func (l *Lab) ReadNodeFile(node, path string) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("no node %q in the lab", node)
 }
+
+// NodeExec runs a short command inside the named node's network and mount
+// namespaces (nft, ip) and returns its combined output.
+func (l *Lab) NodeExec(ctx context.Context, node string, argv ...string) ([]byte, error) {
+	for _, n := range l.nodes {
+		if n.Name == node {
+			return l.run(ctx, n.host, nil, argv...)
+		}
+	}
+	return nil, fmt.Errorf("no node %q in the lab", node)
+}

@@ -101,7 +101,7 @@ func TestRunExitCodes(t *testing.T) {
 			name:       "an unknown flag is a usage error that shows the command's usage",
 			argv:       []string{"labbox", "get", "-retries", "3", "http://x/"},
 			wantCode:   exitUsage,
-			wantStderr: "usage: labbox get [-timeout 3s] URL",
+			wantStderr: "usage: labbox get [-timeout 3s] [-upload N]",
 		},
 		{
 			name:       "help is not an error",
@@ -178,12 +178,12 @@ func TestParseGet(t *testing.T) {
 		{
 			name: "a URL alone times out after 3s",
 			args: []string{"http://203.0.113.10/"},
-			want: getConfig{url: "http://203.0.113.10/", timeout: 3 * time.Second},
+			want: getConfig{url: "http://203.0.113.10/", timeout: 3 * time.Second, repeat: 1, interval: 100 * time.Millisecond},
 		},
 		{
 			name: "-timeout before the URL sets the timeout",
 			args: []string{"-timeout", "500ms", "http://198.18.1.5:8080/x"},
-			want: getConfig{url: "http://198.18.1.5:8080/x", timeout: 500 * time.Millisecond},
+			want: getConfig{url: "http://198.18.1.5:8080/x", timeout: 500 * time.Millisecond, repeat: 1, interval: 100 * time.Millisecond},
 		},
 		{name: "no URL is refused", args: nil, wantErr: true},
 		{name: "a flag after the URL is refused", args: []string{"http://a/", "-timeout", "1s"}, wantErr: true},

@@ -9,6 +9,8 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -80,15 +82,47 @@ func runEcho(ctx context.Context, p proc, fs *flag.FlagSet, args []string) error
 
 // newEchoHandler returns the handler of "labbox echo": every request, on
 // any path and with any method, gets the caller's source IP and a newline
-// as text/plain. Each request is logged as one line to logger, so that
-// kubectl logs shows who called.
+// as text/plain. Two forms move bulk data, for MTU tests: GET /bytes/N
+// answers N zero bytes, and a request with a body is read to its end and
+// answered with the source IP and the number of bytes received. Each
+// request is logged as one line to logger, so that kubectl logs shows who
+// called.
 func newEchoHandler(logger *log.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ip := sourceIP(r.RemoteAddr)
 		logger.Printf("%s %s %s from %s", r.Method, r.Host, r.URL.RequestURI(), ip)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if n, ok := strings.CutPrefix(r.URL.Path, "/bytes/"); ok {
+			size, err := strconv.ParseInt(n, 10, 64)
+			if err != nil || size < 0 || size > maxBytes {
+				http.Error(w, fmt.Sprintf("/bytes/N takes 0 <= N <= %d", maxBytes), http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			io.CopyN(w, zeroReader{}, size)
+			return
+		}
+		if r.Body != nil && r.ContentLength != 0 {
+			got, err := io.Copy(io.Discard, r.Body)
+			if err != nil {
+				http.Error(w, fmt.Sprintf("read body after %d bytes: %v", got, err), http.StatusBadRequest)
+				return
+			}
+			fmt.Fprintf(w, "%s %d\n", ip, got)
+			return
+		}
 		io.WriteString(w, ip+"\n")
 	})
+}
+
+// maxBytes caps GET /bytes/N.
+const maxBytes = 1 << 30
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // sourceIP returns the host part of an http.Request's RemoteAddr

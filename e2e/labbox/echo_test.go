@@ -157,3 +157,22 @@ func (b *syncBuffer) String() string {
 }
 
 var _ io.Writer = (*syncBuffer)(nil)
+
+func TestEchoMovesBulkData(t *testing.T) {
+	srv := httptest.NewServer(newEchoHandler(log.New(io.Discard, "", 0)))
+	defer srv.Close()
+	var out strings.Builder
+	if err := get(context.Background(), getConfig{url: srv.URL + "/bytes/3000000", timeout: 5 * time.Second, count: true}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "3000000\n" {
+		t.Errorf("download counted %q, want 3000000", out.String())
+	}
+	out.Reset()
+	if err := get(context.Background(), getConfig{url: srv.URL + "/", timeout: 5 * time.Second, upload: 2500000}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(out.String(), " 2500000\n") || !strings.HasPrefix(out.String(), "127.0.0.1 ") {
+		t.Errorf("upload answered %q, want the source IP and 2500000", out.String())
+	}
+}

@@ -1,0 +1,83 @@
+package controller
+
+import (
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/nsegress/nsegress/api/v1alpha1"
+)
+
+// Input is everything the controller decides from: the cluster's policies,
+// gateway groups and nodes, with their current status. Assign reads it and
+// never changes it.
+type Input struct {
+	Policies []v1alpha1.EgressNATPolicy
+	Groups   []v1alpha1.NetworkGatewayGroup
+	Nodes    []corev1.Node
+}
+
+// Output is the status every policy and group should have. It holds an
+// entry for every policy and group of the Input, whether or not it changed.
+type Output struct {
+	// Policies is keyed by policy name (policies are cluster-scoped).
+	Policies map[string]v1alpha1.EgressNATPolicyStatus
+	// Groups is keyed by the group's namespace and name.
+	Groups map[types.NamespacedName]v1alpha1.NetworkGatewayGroupStatus
+}
+
+// Assign decides, from the current state alone, which node holds each
+// floating IP of each group, and each policy's egress IP, gateway node,
+// tunnel ID and Ready condition. It does no I/O and is deterministic: the
+// same Input gives the same Output whatever the order of its slices, so
+// that two controllers in a row (a leader change) agree, and running it on
+// its own Output changes nothing but what time alone changes.
+//
+// Current assignments are kept whenever they are still valid (a floating
+// IP stays on an Up node, a policy keeps its egress IP and tunnel ID), so
+// that traffic does not move and firewall rules written for an egress IP
+// stay right. Where two policies want the same thing, the older one (by
+// creation time, then name) wins. now stamps conditions whose status
+// changes.
+func Assign(in Input, now metav1.Time) Output {
+	out := Output{
+		Policies: make(map[string]v1alpha1.EgressNATPolicyStatus, len(in.Policies)),
+		Groups:   make(map[types.NamespacedName]v1alpha1.NetworkGatewayGroupStatus, len(in.Groups)),
+	}
+
+	groups := make(map[types.NamespacedName]*placement, len(in.Groups))
+	for i := range in.Groups {
+		g := &in.Groups[i]
+		key := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
+		p := place(g, in.Nodes)
+		groups[key] = p
+		out.Groups[key] = p.status
+	}
+
+	policies := byAge(in.Policies)
+	ids := assignTunnelIDs(policies)
+	claims := newIPClaims(policies)
+	for _, p := range policies {
+		out.Policies[p.Name] = policyStatus(p, groups, claims, ids[p.Name], now)
+	}
+	return out
+}
+
+// byAge returns pointers to the policies, oldest first (creation time, then
+// name): the order in which they claim egress IPs and tunnel IDs.
+func byAge(policies []v1alpha1.EgressNATPolicy) []*v1alpha1.EgressNATPolicy {
+	sorted := make([]*v1alpha1.EgressNATPolicy, len(policies))
+	for i := range policies {
+		sorted[i] = &policies[i]
+	}
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i], sorted[j]
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Name < b.Name
+	})
+	return sorted
+}

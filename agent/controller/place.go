@@ -1,0 +1,128 @@
+package controller
+
+import (
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/nsegress/nsegress/api/v1alpha1"
+)
+
+// placement is one group's decided status, plus what policies of the group
+// need to explain themselves.
+type placement struct {
+	group  *v1alpha1.NetworkGatewayGroup
+	status v1alpha1.NetworkGatewayGroupStatus
+	// floating is the set of the group's floating IPs.
+	floating map[string]bool
+	// selectorErr is why the group's nodeSelector matches nothing: it
+	// does not parse.
+	selectorErr error
+}
+
+// place decides which nodes of the group are Up and which Up node holds
+// each floating IP. A holder that is still Up keeps its IPs, so that a
+// failover moves only the IPs of the node that went down; every other IP
+// goes to the Up node holding the fewest of the group's IPs (ties by node
+// name), which spreads them evenly.
+func place(g *v1alpha1.NetworkGatewayGroup, nodes []corev1.Node) *placement {
+	p := &placement{group: g, floating: make(map[string]bool, len(g.Spec.FloatingIPs))}
+
+	sel := labels.Everything() // nodeSelector absent: every node (the Anthos default)
+	if g.Spec.NodeSelector != nil {
+		s, err := metav1.LabelSelectorAsSelector(g.Spec.NodeSelector)
+		if err != nil {
+			p.selectorErr = err
+			s = labels.Nothing()
+		}
+		sel = s
+	}
+
+	var up []string
+	for i := range nodes {
+		n := &nodes[i]
+		if !sel.Matches(labels.Set(n.Labels)) {
+			continue
+		}
+		if p.status.Nodes == nil {
+			p.status.Nodes = map[string]v1alpha1.GatewayNodeState{}
+		}
+		if nodeUp(n) {
+			p.status.Nodes[n.Name] = v1alpha1.GatewayNodeUp
+			up = append(up, n.Name)
+		} else {
+			p.status.Nodes[n.Name] = v1alpha1.GatewayNodeDown
+		}
+	}
+	sort.Strings(up)
+
+	// The spec's list is a set (the API server checks it), but a
+	// duplicate must not count twice against its holder.
+	var ips []string
+	for _, ip := range g.Spec.FloatingIPs {
+		if !p.floating[ip] {
+			p.floating[ip] = true
+			ips = append(ips, ip)
+		}
+	}
+	if len(up) == 0 || len(ips) == 0 {
+		return p
+	}
+
+	p.status.FloatingIPs = make(map[string]string, len(ips))
+	load := make(map[string]int, len(up))
+	for _, ip := range ips {
+		if h := g.Status.FloatingIPs[ip]; h != "" && p.status.Nodes[h] == v1alpha1.GatewayNodeUp {
+			p.status.FloatingIPs[ip] = h
+			load[h]++
+		}
+	}
+	for _, ip := range ips {
+		if _, kept := p.status.FloatingIPs[ip]; kept {
+			continue
+		}
+		least := up[0]
+		for _, n := range up[1:] {
+			if load[n] < load[least] {
+				least = n
+			}
+		}
+		p.status.FloatingIPs[ip] = least
+		load[least]++
+	}
+	return p
+}
+
+// nodeUp says whether a node may hold floating IPs: it is Ready and not
+// being deleted.
+func nodeUp(n *corev1.Node) bool {
+	if n.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// name is the group as a user types it: namespace/name.
+func (p *placement) name() string {
+	return p.group.Namespace + "/" + p.group.Name
+}
+
+// whyNoNodeUp explains, for a user, why no node of the group is Up.
+func (p *placement) whyNoNodeUp() string {
+	switch {
+	case p.selectorErr != nil:
+		return fmt.Sprintf("the nodeSelector of NetworkGatewayGroup %s is invalid (%v)", p.name(), p.selectorErr)
+	case len(p.status.Nodes) == 0:
+		return fmt.Sprintf("no node matches the nodeSelector of NetworkGatewayGroup %s", p.name())
+	default:
+		return fmt.Sprintf("all %d nodes of NetworkGatewayGroup %s are Down (not Ready or being deleted)", len(p.status.Nodes), p.name())
+	}
+}

@@ -1,0 +1,277 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/nsegress/nsegress/api/v1alpha1"
+)
+
+// The resources the controller reads and whose status it writes.
+var (
+	policiesGVR = v1alpha1.SchemeGroupVersion.WithResource("egressnatpolicies")
+	groupsGVR   = v1alpha1.SchemeGroupVersion.WithResource("networkgatewaygroups")
+)
+
+// reconciler turns the informers' caches into statuses: read everything,
+// Assign, write what differs. It holds no state between runs, so a run can
+// be repeated, or follow a crash or a leader change, and converge.
+type reconciler struct {
+	dyn      dynamic.Interface
+	policies cache.GenericLister
+	groups   cache.GenericLister
+	nodes    corelisters.NodeLister
+	logf     func(format string, args ...any)
+	now      func() time.Time
+}
+
+// snapshot is the caches' content, typed for Assign and unstructured for
+// writing back.
+type snapshot struct {
+	in       Input
+	policies map[string]*unstructured.Unstructured
+	groups   map[types.NamespacedName]*unstructured.Unstructured
+}
+
+// reconcile writes every status that Assign decides differently from what
+// the object has. It tries every write and returns all failures joined.
+func (r *reconciler) reconcile(ctx context.Context) error {
+	snap, err := r.snapshot()
+	if err != nil {
+		return err
+	}
+	out := Assign(snap.in, metav1.NewTime(r.now()).Rfc3339Copy())
+
+	var errs []error
+	for _, p := range snap.in.Policies {
+		want := out.Policies[p.Name]
+		if equality.Semantic.DeepEqual(p.Status, want) {
+			continue
+		}
+		if err := r.writePolicy(ctx, snap.policies[p.Name], want); err != nil {
+			errs = append(errs, fmt.Errorf("write status of EgressNATPolicy %s: %w", p.Name, err))
+		}
+	}
+	for _, g := range snap.in.Groups {
+		key := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
+		want := out.Groups[key]
+		if equality.Semantic.DeepEqual(g.Status, want) {
+			continue
+		}
+		if err := r.writeGroup(ctx, snap.groups[key], want); err != nil {
+			errs = append(errs, fmt.Errorf("write status of NetworkGatewayGroup %s: %w", key, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// snapshot reads the caches. An object that does not convert to its Go
+// type is left out and logged: one malformed object must not stop the
+// controller for every other.
+func (r *reconciler) snapshot() (*snapshot, error) {
+	s := &snapshot{
+		policies: map[string]*unstructured.Unstructured{},
+		groups:   map[types.NamespacedName]*unstructured.Unstructured{},
+	}
+	objs, err := r.policies.List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list EgressNATPolicies: %w", err)
+	}
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		var p v1alpha1.EgressNATPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+			r.logf("controller: skipping EgressNATPolicy %s: %v", u.GetName(), err)
+			continue
+		}
+		s.in.Policies = append(s.in.Policies, p)
+		s.policies[p.Name] = u
+	}
+	sort.Slice(s.in.Policies, func(i, j int) bool { return s.in.Policies[i].Name < s.in.Policies[j].Name })
+
+	objs, err = r.groups.List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list NetworkGatewayGroups: %w", err)
+	}
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		var g v1alpha1.NetworkGatewayGroup
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &g); err != nil {
+			r.logf("controller: skipping NetworkGatewayGroup %s/%s: %v", u.GetNamespace(), u.GetName(), err)
+			continue
+		}
+		s.in.Groups = append(s.in.Groups, g)
+		s.groups[types.NamespacedName{Namespace: g.Namespace, Name: g.Name}] = u
+	}
+	sort.Slice(s.in.Groups, func(i, j int) bool {
+		a, b := &s.in.Groups[i], &s.in.Groups[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		return a.Name < b.Name
+	})
+
+	nodes, err := r.nodes.List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list Nodes: %w", err)
+	}
+	for _, n := range nodes {
+		s.in.Nodes = append(s.in.Nodes, *n)
+	}
+	return s, nil
+}
+
+// writePolicy writes a policy's status. On a conflict it re-reads the
+// policy and sets only what the controller owns (egress IP, gateway node,
+// tunnel ID, the Ready condition) over what it finds, so that a condition
+// someone else wrote meanwhile survives.
+func (r *reconciler) writePolicy(ctx context.Context, cached *unstructured.Unstructured, want v1alpha1.EgressNATPolicyStatus) error {
+	written, err := r.writeStatus(ctx, policiesGVR, cached, func(u *unstructured.Unstructured) (bool, error) {
+		var p v1alpha1.EgressNATPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+			return false, err
+		}
+		merged := *p.Status.DeepCopy()
+		merged.EgressIP, merged.GatewayNode, merged.TunnelID = want.EgressIP, want.GatewayNode, want.TunnelID
+		if c := meta.FindStatusCondition(want.Conditions, v1alpha1.ConditionReady); c != nil {
+			meta.SetStatusCondition(&merged.Conditions, *c)
+		}
+		if equality.Semantic.DeepEqual(p.Status, merged) {
+			return false, nil
+		}
+		return true, setStatus(u, &merged)
+	})
+	if err == nil && written {
+		r.logf("controller: %s", describePolicy(cached.GetName(), want))
+	}
+	return err
+}
+
+// writeGroup writes a group's status, all of which the controller owns.
+func (r *reconciler) writeGroup(ctx context.Context, cached *unstructured.Unstructured, want v1alpha1.NetworkGatewayGroupStatus) error {
+	written, err := r.writeStatus(ctx, groupsGVR, cached, func(u *unstructured.Unstructured) (bool, error) {
+		var g v1alpha1.NetworkGatewayGroup
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &g); err != nil {
+			return false, err
+		}
+		if equality.Semantic.DeepEqual(g.Status, want) {
+			return false, nil
+		}
+		return true, setStatus(u, &want)
+	})
+	if err == nil && written {
+		r.logf("controller: %s", describeGroup(cached.GetNamespace()+"/"+cached.GetName(), want))
+	}
+	return err
+}
+
+// writeStatus updates the status subresource of the object cached, first
+// from the cache, then, after a conflict, from a fresh read. set puts the
+// wanted status into the object and says whether it changed anything. It
+// reports whether it wrote; an object deleted meanwhile is no error.
+func (r *reconciler) writeStatus(ctx context.Context, gvr schema.GroupVersionResource, cached *unstructured.Unstructured,
+	set func(*unstructured.Unstructured) (bool, error)) (bool, error) {
+	client := r.dyn.Resource(gvr).Namespace(cached.GetNamespace())
+	written, fresh := false, false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u := cached.DeepCopy()
+		if fresh {
+			got, err := client.Get(ctx, cached.GetName(), metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			u = got
+		}
+		fresh = true
+		changed, err := set(u)
+		if err != nil || !changed {
+			return err
+		}
+		if _, err := client.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+		written = true
+		return nil
+	})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return written, err
+}
+
+// setStatus replaces the object's status with status.
+func setStatus(u *unstructured.Unstructured, status any) error {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(status)
+	if err != nil {
+		return err
+	}
+	u.Object["status"] = m
+	return nil
+}
+
+// describePolicy is the log line of a policy's new status.
+func describePolicy(name string, st v1alpha1.EgressNATPolicyStatus) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "EgressNATPolicy %s: egress IP %s, gateway node %s, tunnel ID %d", name, orNone(st.EgressIP), orNone(st.GatewayNode), st.TunnelID)
+	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionReady); c != nil {
+		fmt.Fprintf(&b, ", Ready=%s %s: %s", c.Status, c.Reason, c.Message)
+	}
+	return b.String()
+}
+
+// describeGroup is the log line of a group's new status.
+func describeGroup(name string, st v1alpha1.NetworkGatewayGroupStatus) string {
+	var ips, nodes []string
+	for ip, n := range st.FloatingIPs {
+		ips = append(ips, ip+"@"+n)
+	}
+	for n, s := range st.Nodes {
+		nodes = append(nodes, n+"="+string(s))
+	}
+	sort.Strings(ips)
+	sort.Strings(nodes)
+	return fmt.Sprintf("NetworkGatewayGroup %s: floating IPs [%s], nodes [%s]", name, strings.Join(ips, " "), strings.Join(nodes, " "))
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// nodeChanged says whether a node update can change any decision: its
+// labels (nodeSelector), its readiness or its deletion. Nodes update their
+// status often (heartbeats, images); those updates are ignored, except the
+// informer's periodic resync, which carries an unchanged resourceVersion.
+func nodeChanged(old, cur *corev1.Node) bool {
+	if old.ResourceVersion == cur.ResourceVersion {
+		return true
+	}
+	return nodeUp(old) != nodeUp(cur) || !labels.Equals(old.Labels, cur.Labels)
+}

@@ -1,0 +1,41 @@
+package controller
+
+import "github.com/nsegress/nsegress/api/v1alpha1"
+
+// maxTunnelID is the largest tunnel ID: the API's limit on
+// status.tunnelID, which keeps the VNI, mark and routing table derived
+// from it in their ranges.
+const maxTunnelID = 4095
+
+// assignTunnelIDs gives every policy, Ready or not, a tunnel ID: nodes need
+// it even to drop a fail-closed policy's traffic. A policy keeps the ID it
+// has unless an older policy has the same one; the others get the smallest
+// free IDs, oldest first. Keeping runs over all policies before any new ID
+// is handed out, so that an older policy without an ID never takes the one
+// a newer policy already uses. An ID of 0 means none was free.
+func assignTunnelIDs(policies []*v1alpha1.EgressNATPolicy) map[string]int32 {
+	ids := make(map[string]int32, len(policies))
+	used := make(map[int32]bool, len(policies))
+	for _, p := range policies {
+		if id := p.Status.TunnelID; id >= 1 && id <= maxTunnelID && !used[id] {
+			ids[p.Name] = id
+			used[id] = true
+		}
+	}
+	next := int32(1)
+	for _, p := range policies {
+		if _, kept := ids[p.Name]; kept {
+			continue
+		}
+		for next <= maxTunnelID && used[next] {
+			next++
+		}
+		if next > maxTunnelID {
+			ids[p.Name] = 0
+			continue
+		}
+		ids[p.Name] = next
+		used[next] = true
+	}
+	return ids
+}

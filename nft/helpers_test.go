@@ -1,0 +1,139 @@
+package nft
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nsegress/nsegress/e2e/privtest"
+	"github.com/vishvananda/netns"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// newNetNS creates a network namespace for t and returns a handle to it;
+// the namespace disappears when t ends (the handle is its last
+// reference). The namespace is created on a dedicated thread that dies
+// with its goroutine, so no goroutine of the test ever runs in it and
+// the machine's namespace is never touched.
+func newNetNS(t testing.TB) netns.NsHandle {
+	t.Helper()
+	type result struct {
+		ns  netns.NsHandle
+		err error
+	}
+	ch := make(chan result)
+	go func() {
+		// Never unlocked: the thread exits with the goroutine, whatever
+		// namespace it is left in.
+		runtime.LockOSThread()
+		ns, err := netns.New()
+		ch <- result{ns, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("create netns: %v", r.err)
+	}
+	t.Cleanup(func() { _ = r.ns.Close() })
+	return r.ns
+}
+
+// nsPath names ns without naming it in /run/netns: the handle's fd.
+func nsPath(ns netns.NsHandle) string {
+	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(ns))
+}
+
+// runIn runs a command inside ns and returns its output.
+func runIn(t testing.TB, ns netns.NsHandle, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("nsenter", append([]string{"--net=" + nsPath(ns), "--"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// newTestTable opens the nsegress table in a fresh netns.
+func newTestTable(t testing.TB) (*Table, netns.NsHandle) {
+	t.Helper()
+	privtest.Require(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		privtest.Unavailable(t, "needs the nft CLI")
+	}
+	ns := newNetNS(t)
+	tbl, err := Open(WithNetNS(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tbl.Close() })
+	return tbl, ns
+}
+
+// listTable returns `nft list table ip nsegress` in ns with the elements
+// of every set sorted, one a line: the kernel dumps hash sets in an
+// order that changes from run to run.
+func listTable(t testing.TB, ns netns.NsHandle) string {
+	t.Helper()
+	return sortElements(runIn(t, ns, "nft", "list", "table", "ip", DefaultTableName))
+}
+
+// sortElements rewrites each "elements = { a, b, … }" block of nft's
+// output as one element a line, sorted.
+func sortElements(out string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(out, "elements = { ")
+		if i < 0 {
+			b.WriteString(out)
+			return b.String()
+		}
+		j := strings.Index(out[i:], " }")
+		if j < 0 {
+			b.WriteString(out)
+			return b.String()
+		}
+		indent := out[strings.LastIndex(out[:i], "\n")+1 : i]
+		var elems []string
+		for _, e := range strings.Split(out[i+len("elements = { "):i+j], ",") {
+			elems = append(elems, strings.TrimSpace(e))
+		}
+		slices.Sort(elems)
+		b.WriteString(out[:i])
+		b.WriteString("elements = {\n")
+		for _, e := range elems {
+			b.WriteString(indent + "\t" + e + ",\n")
+		}
+		b.WriteString(indent + "}")
+		out = out[i+j+len(" }"):]
+	}
+}
+
+// checkGolden compares got with testdata/<name>.golden, or rewrites the
+// file with -update.
+func checkGolden(t testing.TB, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if string(want) != got {
+		t.Errorf("%s differs from the table (run with -update to accept):\n--- want\n%s\n--- got\n%s", path, want, got)
+	}
+}

@@ -1,0 +1,273 @@
+package nft
+
+import (
+	"encoding/binary"
+
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Registers. reg1 is the 16-byte NFT_REG_1; a concatenation is loaded
+// into consecutive 32-bit registers, where NFT_REG32_00 (8) aliases the
+// start of reg1 and reg32x01 (9) follows it, as nft itself does.
+const (
+	reg1     = 1
+	reg32x01 = 9
+)
+
+// TCP constants used by the MSS clamp.
+const (
+	tcpFlagsOffset = 13   // byte offset of the flags in the TCP header
+	tcpFlagSyn     = 0x02 // SYN
+	tcpFlagRst     = 0x04 // RST
+	tcpOptMaxseg   = 2    // TCP option kind "maximum segment size"
+	tcpOptMSSOff   = 2    // offset of the size inside the option
+	ctDirReply     = 1    // IP_CT_DIR_REPLY
+)
+
+// preroutingRules steer tunnel ingress and pods into their policy chains.
+func preroutingRules(pols []Policy, prefix string) [][]expr.Any {
+	var rules [][]expr.Any
+	for _, p := range pols {
+		switch p.Mode {
+		case ModeLocal:
+			// Tunnel traffic of a policy whose egress IP this node
+			// holds: mark it so that it is SNATed like local pods'.
+			rules = append(rules, concat(ifnameIs(expr.MetaKeyIIFNAME, p.Device),
+				setMark(p.ID), setCtMark(p.ID), verdict(expr.VerdictAccept)))
+		case ModeTunnel:
+			// Replies of connections this node sent into the tunnel
+			// come back out of it (the gateway un-NATs them).
+			rules = append(rules, concat(ifnameIs(expr.MetaKeyIIFNAME, p.Device),
+				ctReply(), ctMarkIs(p.ID), verdict(expr.VerdictAccept)))
+		}
+	}
+	// Any other tunnel ingress, e.g. from a gateway that no longer holds
+	// the egress IP, must not be routed (SPEC §5, no borrowing).
+	rules = append(rules, concat(ifnamePrefix(expr.MetaKeyIIFNAME, prefix), verdict(expr.VerdictDrop)))
+	rules = append(rules, podLookupRule())
+	return rules
+}
+
+// podLookupRule is "ip saddr . iifname vmap @pods".
+func podLookupRule() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg32x01},
+		&expr.Lookup{SourceRegister: reg1, DestRegister: 0, IsDestRegSet: true, SetName: mapPods},
+	}
+}
+
+// policyRules are the rules of a policy's chain, which its pods jump to.
+func policyRules(p Policy) [][]expr.Any {
+	if p.Mode == ModePass {
+		return nil // traffic leaves the normal way
+	}
+	notDst := []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Lookup{SourceRegister: reg1, SetName: dstSet(p.ID), Invert: true},
+		&expr.Verdict{Kind: expr.VerdictReturn},
+	}
+	if p.Mode == ModeDrop {
+		return [][]expr.Any{notDst, verdict(expr.VerdictDrop)}
+	}
+	// The ct mark lets later packets of the connection (replies, MSS
+	// clamping) be recognised after the packet mark is cleared (SPEC §7).
+	return [][]expr.Any{notDst, concat(setMark(p.ID), setCtMark(p.ID))}
+}
+
+// forwardRules clamp the MSS of tunnelled connections and keep marked
+// packets of tunnel policies from leaving any other way than the tunnel.
+func forwardRules(pols []Policy, mss uint16) [][]expr.Any {
+	var rules [][]expr.Any
+	if mss != 0 {
+		rules = append(rules, mssClampRule(mss))
+	}
+	for _, p := range pols {
+		if p.Mode != ModeTunnel {
+			continue
+		}
+		rules = append(rules, concat(markIs(p.ID),
+			ifnameIsNot(expr.MetaKeyOIFNAME, p.Device), verdict(expr.VerdictDrop)))
+	}
+	return rules
+}
+
+// mssClampRule is "ct mark & MarkMask != 0 tcp flags & (syn|rst) == syn
+// tcp option maxseg size > mss tcp option maxseg size set mss".
+func mssClampRule(mss uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyMARK, Register: reg1},
+		maskReg(MarkMask, 0),
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: native32(0)},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: tcpFlagsOffset, Len: 1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1,
+			Mask: []byte{tcpFlagSyn | tcpFlagRst}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{tcpFlagSyn}},
+		&expr.Exthdr{DestRegister: reg1, Type: tcpOptMaxseg, Offset: tcpOptMSSOff, Len: 2, Op: expr.ExthdrOpTcpopt},
+		&expr.Cmp{Op: expr.CmpOpGt, Register: reg1, Data: be16(mss)},
+		&expr.Immediate{Register: reg1, Data: be16(mss)},
+		&expr.Exthdr{SourceRegister: reg1, Type: tcpOptMaxseg, Offset: tcpOptMSSOff, Len: 2, Op: expr.ExthdrOpTcpopt},
+	}
+}
+
+// snatRules bind the source NAT of marked connections.
+func snatRules(pols []Policy) [][]expr.Any {
+	var rules [][]expr.Any
+	for _, p := range pols {
+		switch p.Mode {
+		case ModeTunnel:
+			// Identity SNAT: binds the connection's NAT so that the
+			// primary CNI's masquerade (priority srcnat) does not
+			// rewrite the pod's source before the tunnel (SPEC §7).
+			rules = append(rules, concat(markIs(p.ID), ifnameIs(expr.MetaKeyOIFNAME, p.Device),
+				[]expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}},
+				snatToReg()))
+		case ModeLocal:
+			rules = append(rules, concat(markIs(p.ID),
+				[]expr.Any{&expr.Immediate{Register: reg1, Data: p.EgressIP.AsSlice()}},
+				snatToReg()))
+		}
+	}
+	return rules
+}
+
+// clearMarkRule clears the nsegress part of the mark of packets entering
+// a tunnel device: the outer VXLAN packet inherits the mark and would be
+// routed back into the tunnel (SPEC §7, first pitfall).
+func clearMarkRule(prefix string) []expr.Any {
+	return concat(ifnamePrefix(expr.MetaKeyOIFNAME, prefix), []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+		maskReg(^MarkMask, 0),
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
+	})
+}
+
+// tunnelPeerRule is "udp dport port ip saddr != @peers drop": only
+// cluster nodes may send tunnel traffic (SPEC §5, no borrowing).
+func tunnelPeerRule(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: be16(port)},
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Lookup{SourceRegister: reg1, SetName: setPeers, Invert: true},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+}
+
+// setMark is "meta mark set meta mark & ~MarkMask | Mark(id)".
+func setMark(id uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+		maskReg(^MarkMask, Mark(id)),
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
+	}
+}
+
+// setCtMark is "ct mark set ct mark & ~MarkMask | Mark(id)".
+func setCtMark(id uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyMARK, Register: reg1},
+		maskReg(^MarkMask, Mark(id)),
+		&expr.Ct{Key: expr.CtKeyMARK, SourceRegister: true, Register: reg1},
+	}
+}
+
+// markIs is "meta mark & MarkMask == Mark(id)".
+func markIs(id uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+		maskReg(MarkMask, 0),
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: native32(Mark(id))},
+	}
+}
+
+// ctMarkIs is "ct mark & MarkMask == Mark(id)".
+func ctMarkIs(id uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyMARK, Register: reg1},
+		maskReg(MarkMask, 0),
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: native32(Mark(id))},
+	}
+}
+
+// ctReply is "ct direction reply".
+func ctReply() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyDIRECTION, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{ctDirReply}},
+	}
+}
+
+// maskReg computes reg1 = reg1 & mask ^ xor on a 32-bit host-order value
+// (marks are host order).
+func maskReg(mask, xor uint32) *expr.Bitwise {
+	return &expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+		Mask: native32(mask), Xor: native32(xor)}
+}
+
+// ifnameIs matches the interface name key (iifname or oifname) exactly.
+func ifnameIs(key expr.MetaKey, name string) []expr.Any {
+	return ifnameCmp(key, expr.CmpOpEq, padIfName(name))
+}
+
+// ifnameIsNot is the negation of ifnameIs.
+func ifnameIsNot(key expr.MetaKey, name string) []expr.Any {
+	return ifnameCmp(key, expr.CmpOpNeq, padIfName(name))
+}
+
+// ifnamePrefix matches interface names starting with prefix; nft prints
+// it as "prefix*".
+func ifnamePrefix(key expr.MetaKey, prefix string) []expr.Any {
+	return ifnameCmp(key, expr.CmpOpEq, []byte(prefix))
+}
+
+// ifnameCmp loads the interface name and compares its first len(data)
+// bytes.
+func ifnameCmp(key expr.MetaKey, op expr.CmpOp, data []byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: reg1},
+		&expr.Cmp{Op: op, Register: reg1, Data: data},
+	}
+}
+
+// snatToReg is "snat to <reg1>": the address in reg1 is the new source.
+func snatToReg() []expr.Any {
+	return []expr.Any{&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1}}
+}
+
+// verdict is a rule tail with just the verdict kind.
+func verdict(k expr.VerdictKind) []expr.Any {
+	return []expr.Any{&expr.Verdict{Kind: k}}
+}
+
+// concat joins expression lists into one rule.
+func concat(parts ...[]expr.Any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// padIfName pads an interface name with NULs to IFNAMSIZ, as nft does
+// for an exact match.
+func padIfName(name string) []byte {
+	b := make([]byte, ifNameSize)
+	copy(b, name)
+	return b
+}
+
+// native32 encodes v in host byte order (marks).
+func native32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
+
+// be32 encodes v in network byte order (addresses).
+func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+// be16 encodes v in network byte order (ports, MSS).
+func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }

@@ -1,0 +1,196 @@
+package nft
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// manyPods returns n pods, alternating between policies 7 and 9.
+func manyPods(n int) map[PodKey]uint16 {
+	pods := make(map[PodKey]uint16, n)
+	for i := range n {
+		ip := netip.AddrFrom4([4]byte{198, 18, byte(i / 250), byte(i%250 + 1)})
+		pods[PodKey{IP: ip, HostIf: fmt.Sprintf("veth%05d", i)}] = []uint16{7, 9}[i%2]
+	}
+	return pods
+}
+
+// monitor records `nft monitor` in a netns, to see exactly which
+// elements a transaction touched.
+type monitor struct {
+	t   testing.TB
+	ns  netns.NsHandle
+	cmd *exec.Cmd
+	mu  sync.Mutex
+	out bytes.Buffer
+}
+
+// Write collects the monitor's output.
+func (m *monitor) Write(p []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.out.Write(p)
+}
+
+// text returns what the monitor printed so far.
+func (m *monitor) text() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.out.String()
+}
+
+// startMonitor starts `nft monitor` in ns and returns once it reports
+// events.
+func startMonitor(t testing.TB, ns netns.NsHandle) *monitor {
+	t.Helper()
+	m := &monitor{t: t, ns: ns}
+	m.cmd = exec.Command("nsenter", "--net="+nsPath(ns), "--", "nft", "monitor")
+	m.cmd.Stdout, m.cmd.Stderr = m, m
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.cmd.Process.Kill(); _ = m.cmd.Wait() })
+	m.sync("start")
+	return m
+}
+
+// sync creates and deletes a marker table until the monitor has printed
+// its deletion: every event before it has been printed too.
+func (m *monitor) sync(name string) {
+	m.t.Helper()
+	marker := "marker_" + name
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		runIn(m.t, m.ns, "nft", "add table ip "+marker+"; delete table ip "+marker)
+		time.Sleep(50 * time.Millisecond)
+		if strings.Contains(m.text(), "delete table ip "+marker) {
+			return
+		}
+	}
+	m.t.Fatalf("nft monitor did not report the marker %s:\n%s", marker, m.text())
+}
+
+// podEvents returns the monitor lines about the pods map between the
+// markers "from" and "to".
+func (m *monitor) podEvents(from, to string) []string {
+	text := m.text()
+	_, text, _ = strings.Cut(text, "delete table ip marker_"+from)
+	text, _, _ = strings.Cut(text, "add table ip marker_"+to)
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, " "+mapPods+" ") {
+			lines = append(lines, strings.TrimSpace(l))
+		}
+	}
+	return lines
+}
+
+func TestApplyIsADiffAt2000Pods(t *testing.T) {
+	tbl, ns := newTestTable(t)
+	s := twoPolicies()
+	s.Pods = manyPods(2000)
+	mustApply(t, tbl, s)
+	wantPods(t, tbl, s.Pods)
+
+	mon := startMonitor(t, ns)
+	mustApply(t, tbl, s)
+	mon.sync("same")
+	if ev := mon.podEvents("start", "same"); len(ev) != 0 {
+		t.Fatalf("Apply of the same state touched %d pods elements, want none: %v", len(ev), ev)
+	}
+	wantPods(t, tbl, s.Pods)
+
+	gone := PodKey{IP: netip.MustParseAddr("198.18.0.8"), HostIf: "veth00007"}
+	if _, ok := s.Pods[gone]; !ok {
+		t.Fatalf("test bug: %s is not among the pods", gone)
+	}
+	delete(s.Pods, gone)
+	mustApply(t, tbl, s)
+	mon.sync("one_less")
+	ev := mon.podEvents("same", "one_less")
+	if len(ev) != 1 || !strings.HasPrefix(ev[0], "delete element ip nsegress pods") || !strings.Contains(ev[0], gone.String()) {
+		t.Fatalf("Apply without %s: pods events = %v, want its deletion only", gone, ev)
+	}
+	wantPods(t, tbl, s.Pods)
+}
+
+func TestApplyFrom2000PodsToNone(t *testing.T) {
+	tbl, _ := newTestTable(t)
+	s := twoPolicies()
+	s.Pods = manyPods(2000)
+	mustApply(t, tbl, s)
+	s.Pods = nil
+	s.Policies = s.Policies[:1] // and drop policy 9, whose chain had 1,000 jumps
+	mustApply(t, tbl, s)
+	wantPods(t, tbl, map[PodKey]uint16{})
+}
+
+func TestApplyChangesModesWithPodsInPlace(t *testing.T) {
+	tbl, _ := newTestTable(t)
+	s := twoPolicies()
+	s.Pods = manyPods(20)
+	for _, m := range []Mode{ModeLocal, ModeDrop, ModePass, ModeTunnel} {
+		p := &s.Policies[0]
+		p.Mode = m
+		p.EgressIP = netip.MustParseAddr("192.0.2.7")
+		mustApply(t, tbl, s)
+		wantPods(t, tbl, s.Pods)
+	}
+	// Moving pods between policies replaces their elements.
+	for k, id := range s.Pods {
+		s.Pods[k] = 16 - id
+	}
+	mustApply(t, tbl, s)
+	wantPods(t, tbl, s.Pods)
+}
+
+func TestConcurrentAddDelPod(t *testing.T) {
+	tbl, _ := newTestTable(t)
+	mustApply(t, tbl, twoPolicies())
+	pods := manyPods(64)
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*len(pods))
+	for k, id := range pods {
+		wg.Go(func() {
+			errs <- tbl.AddPod(k, id)
+			errs <- tbl.AddPod(k, 16-id) // replace
+			errs <- tbl.AddPod(k, id)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantPods(t, tbl, pods)
+}
+
+func BenchmarkAddDelPod(b *testing.B) {
+	for _, existing := range []int{10, 2000} {
+		b.Run(fmt.Sprintf("existing=%d", existing), func(b *testing.B) {
+			tbl, _ := newTestTable(b)
+			s := twoPolicies()
+			s.Pods = manyPods(existing)
+			mustApply(b, tbl, s)
+			k := pod("198.19.0.1", "vethbench")
+			b.ResetTimer()
+			for b.Loop() {
+				if err := tbl.AddPod(k, 7); err != nil {
+					b.Fatal(err)
+				}
+				if err := tbl.DelPod(k); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

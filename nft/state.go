@@ -1,0 +1,265 @@
+// Package nft programs the nftables side of nsegress on one node.
+//
+// The desired state of a node (policies, their destinations, the pods each
+// policy selects, the tunnel parameters) is plain data, a State. Apply
+// turns it into one private table, "ip nsegress", in a single netlink
+// transaction: it either fully happens or not at all. Per-pod state is an
+// element of the verdict map "pods", keyed by the pod's address and the
+// host-side interface its packets arrive on, so that adding or removing a
+// pod costs one small transaction (AddPod, DelPod) whatever the number of
+// pods (SPEC §2: data structures grow with policies, not with pods).
+//
+// The table is IPv4 only.
+package nft
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Mode says what this node does with a policy's traffic.
+type Mode uint8
+
+const (
+	// ModeTunnel sends the policy's traffic into the policy's VXLAN
+	// device: the gateway holding the egress IP is another node.
+	ModeTunnel Mode = iota
+	// ModeLocal SNATs the policy's traffic to the egress IP, which this
+	// node holds; it also accepts the policy's tunnel traffic from other
+	// nodes.
+	ModeLocal
+	// ModeDrop drops the policy's traffic to its destinations: the
+	// policy's failMode is Closed and no gateway holds its egress IP.
+	ModeDrop
+	// ModePass lets the policy's traffic leave the normal way: the
+	// policy's failMode is Open and no gateway holds its egress IP.
+	ModePass
+)
+
+// String returns the mode's name as used in errors.
+func (m Mode) String() string {
+	switch m {
+	case ModeTunnel:
+		return "tunnel"
+	case ModeLocal:
+		return "local"
+	case ModeDrop:
+		return "drop"
+	case ModePass:
+		return "pass"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// MaxPolicyID is the largest policy ID: IDs are 12 bits wide so that
+// Mark(id) fits MarkMask.
+const MaxPolicyID = 4095
+
+// MarkMask is the part of the packet mark and the conntrack mark that
+// nsegress owns. The other bits belong to whoever else marks packets
+// (kube-proxy, the primary CNI) and are preserved.
+const MarkMask uint32 = 0x0fff0000
+
+// Mark returns the packet mark of policy id: the ID in bits 16..27.
+func Mark(id uint16) uint32 {
+	return uint32(id) << 16
+}
+
+// ifNameSize is IFNAMSIZ: an interface name has at most 15 bytes and a
+// terminating NUL.
+const ifNameSize = 16
+
+// Policy is one egress policy as this node must implement it.
+type Policy struct {
+	// ID is the policy's cluster-wide tunnel ID, 1..MaxPolicyID.
+	ID uint16
+	// Destinations are the IPv4 prefixes the policy applies to. Host bits
+	// of a prefix are ignored; overlapping prefixes are merged.
+	Destinations []netip.Prefix
+	// Mode is what this node does with the policy's traffic.
+	Mode Mode
+	// Device is the policy's VXLAN device on this node (for example
+	// "nsg7"); it must start with State.DevicePrefix. Required for
+	// ModeTunnel and ModeLocal, optional otherwise.
+	Device string
+	// EgressIP is the policy's egress IPv4 address, required for
+	// ModeLocal.
+	EgressIP netip.Addr
+}
+
+// PodKey identifies a pod's packets: its IPv4 address and the host-side
+// interface they arrive on. Keying on both means that a pod cannot claim
+// another pod's policy by forging its source address, and that a late DEL
+// of a pod whose IP was reused removes nothing the new pod owns (its
+// interface differs).
+type PodKey struct {
+	// IP is the pod's IPv4 address.
+	IP netip.Addr
+	// HostIf is the host-side interface the pod's packets arrive on: the
+	// ptp veth, Calico's cali… device, or a bridge.
+	HostIf string
+}
+
+// String prints the key the way nft prints a map element key.
+func (k PodKey) String() string {
+	return fmt.Sprintf("%s . %q", k.IP, k.HostIf)
+}
+
+// State is the desired nftables state of one node.
+type State struct {
+	// Policies are the policies this node implements.
+	Policies []Policy
+	// Pods maps each selected pod to its policy's ID; every ID must be
+	// one of Policies.
+	Pods map[PodKey]uint16
+	// MSS is the TCP MSS that tunnelled connections are clamped to
+	// (SPEC §7: a VXLAN device has a smaller MTU than the uplink); 0
+	// disables clamping.
+	MSS uint16
+	// TunnelPort is the VXLAN UDP port.
+	TunnelPort uint16
+	// TunnelPeers are the underlay addresses allowed to send VXLAN to
+	// this node: the cluster's nodes.
+	TunnelPeers []netip.Addr
+	// DevicePrefix starts the name of every policy device, for example
+	// "nsg". Tunnel ingress on a prefixed device that no ModeLocal
+	// policy owns is dropped.
+	DevicePrefix string
+}
+
+// minMSS is the smallest MSS accepted: the IPv4 default MSS (RFC 879).
+// A smaller value is certainly a mistake, not a tunnel MTU.
+const minMSS = 536
+
+// Validate checks s and returns an error naming the first bad field.
+func (s *State) Validate() error {
+	if err := s.validateNode(); err != nil {
+		return err
+	}
+	seenID := make(map[uint16]bool, len(s.Policies))
+	seenDev := make(map[string]uint16, len(s.Policies))
+	for i := range s.Policies {
+		p := &s.Policies[i]
+		if err := p.validate(s.DevicePrefix); err != nil {
+			return err
+		}
+		if seenID[p.ID] {
+			return fmt.Errorf("nft: policy %d: duplicated ID", p.ID)
+		}
+		seenID[p.ID] = true
+		if other, ok := seenDev[p.Device]; ok && p.Device != "" {
+			return fmt.Errorf("nft: policy %d: device %q is also the device of policy %d", p.ID, p.Device, other)
+		}
+		seenDev[p.Device] = p.ID
+	}
+	for k, id := range s.Pods {
+		if err := validatePodKey(k, s.DevicePrefix); err != nil {
+			return err
+		}
+		if !seenID[id] {
+			return fmt.Errorf("nft: pod %s: policy %d is not in Policies", k, id)
+		}
+	}
+	return nil
+}
+
+// validateNode checks the fields that do not belong to a policy or pod.
+func (s *State) validateNode() error {
+	if err := validateIfName("DevicePrefix", s.DevicePrefix); err != nil {
+		return err
+	}
+	if s.TunnelPort == 0 {
+		return errors.New("nft: TunnelPort is 0: the VXLAN port is required to filter tunnel senders")
+	}
+	if s.MSS != 0 && s.MSS < minMSS {
+		return fmt.Errorf("nft: MSS %d is below %d (use 0 to disable clamping)", s.MSS, minMSS)
+	}
+	for _, a := range s.TunnelPeers {
+		if !a.Is4() {
+			return fmt.Errorf("nft: tunnel peer %s is not IPv4", a)
+		}
+	}
+	return nil
+}
+
+// validate checks one policy; prefix is the required device name prefix.
+func (p *Policy) validate(prefix string) error {
+	if err := validatePolicyID(p.ID); err != nil {
+		return err
+	}
+	if p.Mode > ModePass {
+		return fmt.Errorf("nft: policy %d: unknown mode %d", p.ID, uint8(p.Mode))
+	}
+	for _, d := range p.Destinations {
+		if !d.IsValid() || !d.Addr().Is4() {
+			return fmt.Errorf("nft: policy %d: destination %s is not IPv4", p.ID, d)
+		}
+	}
+	if err := p.validateDevice(prefix); err != nil {
+		return err
+	}
+	if p.Mode == ModeLocal && !p.EgressIP.IsValid() {
+		return fmt.Errorf("nft: policy %d: mode local needs an EgressIP", p.ID)
+	}
+	if p.EgressIP.IsValid() && !p.EgressIP.Is4() {
+		return fmt.Errorf("nft: policy %d: egress IP %s is not IPv4", p.ID, p.EgressIP)
+	}
+	return nil
+}
+
+// validateDevice checks the policy's device name.
+func (p *Policy) validateDevice(prefix string) error {
+	if p.Device == "" {
+		if p.Mode == ModeTunnel || p.Mode == ModeLocal {
+			return fmt.Errorf("nft: policy %d: mode %s needs a Device", p.ID, p.Mode)
+		}
+		return nil
+	}
+	if err := validateIfName(fmt.Sprintf("policy %d: Device", p.ID), p.Device); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(p.Device, prefix) || p.Device == prefix {
+		return fmt.Errorf("nft: policy %d: device %q does not start with the device prefix %q", p.ID, p.Device, prefix)
+	}
+	return nil
+}
+
+// validatePolicyID checks that id fits the mark.
+func validatePolicyID(id uint16) error {
+	if id == 0 || id > MaxPolicyID {
+		return fmt.Errorf("nft: policy ID %d is out of range 1..%d", id, MaxPolicyID)
+	}
+	return nil
+}
+
+// validatePodKey checks a pod key; prefix is the policy device prefix,
+// which a pod's interface must not start with (such packets count as
+// tunnel ingress and are dropped).
+func validatePodKey(k PodKey, prefix string) error {
+	if !k.IP.Is4() {
+		return fmt.Errorf("nft: pod %s: address is not IPv4", k)
+	}
+	if err := validateIfName(fmt.Sprintf("pod %s: HostIf", k), k.HostIf); err != nil {
+		return err
+	}
+	if prefix != "" && strings.HasPrefix(k.HostIf, prefix) {
+		return fmt.Errorf("nft: pod %s: host interface starts with the tunnel device prefix %q", k, prefix)
+	}
+	return nil
+}
+
+// validateIfName checks that name can be an interface name; field names
+// it in the error.
+func validateIfName(field, name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("nft: %s is empty", field)
+	case len(name) >= ifNameSize:
+		return fmt.Errorf("nft: %s %q is longer than %d bytes", field, name, ifNameSize-1)
+	case strings.ContainsAny(name, "\x00*"):
+		return fmt.Errorf("nft: %s %q contains NUL or '*'", field, name)
+	}
+	return nil
+}
