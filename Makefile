@@ -11,7 +11,7 @@ DEB_PACKAGES := containerd runc nftables util-linux iproute2
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_FLAGS ?=
 
-.PHONY: all build deps tools generate verify lint test test-unit demo clean
+.PHONY: all build deps tools generate verify lint test test-unit bench demo clean
 
 all: build
 
@@ -54,6 +54,13 @@ test: deps tools build
 ## test-unit: only the tests that need neither root nor the lab
 test-unit:
 	$(GO) test -race -short ./...
+
+## bench: the benchmarks of BENCHMARKS.md (as root, on the lab; not tests)
+bench: deps tools build
+	$(GO) test -run '^$$' -bench 'BenchmarkCNIChain' -benchtime=100x -timeout 60m ./e2e/
+	$(GO) test -run '^$$' -bench 'BenchmarkPodStartup' -benchtime=1x -timeout 60m ./e2e/
+	$(GO) test -run '^$$' -bench 'BenchmarkEgressPath' -benchtime=5x -timeout 60m ./e2e/
+	$(GO) test -run '^$$' -bench . -benchtime=200x ./nft/
 
 ## demo: bring the lab up, run the seed scenario, print the matrix, remove the lab
 demo: deps tools build

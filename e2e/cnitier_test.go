@@ -16,14 +16,16 @@ import (
 )
 
 // chainNsegress returns conflist with an nsegress entry appended, as the
-// installer will write it.
-func chainNsegress(t *testing.T, conflist []byte) []byte {
+// installer writes it, with an admin kubeconfig that works from the node
+// and state and log folders of the tier's own on the node.
+func chainNsegress(t testing.TB, l *lab.Lab, conflist []byte) []byte {
 	t.Helper()
 	var doc map[string]any
 	if err := json.Unmarshal(conflist, &doc); err != nil {
 		t.Fatal(err)
 	}
-	doc["plugins"] = append(doc["plugins"].([]any), map[string]any{"type": "nsegress"})
+	doc["plugins"] = append(doc["plugins"].([]any), map[string]any{"type": "nsegress",
+		"kubeconfig": l.NodeKubeconfig(), "stateDir": "/var/lib/nsegress-cni-tier", "logFile": "/var/log/nsegress-cni-tier/plugin.log"})
 	out, err := json.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +34,7 @@ func chainNsegress(t *testing.T, conflist []byte) []byte {
 }
 
 // installPlugin builds bin/nsegress into the node's CNI bin folder.
-func installPlugin(t *testing.T, n *lab.Node) {
+func installPlugin(t testing.TB, n *lab.Node) {
 	t.Helper()
 	dst, err := n.HostPath(lab.CNIBinDir + "/nsegress")
 	if err != nil {
@@ -71,7 +73,7 @@ func TestCNITierRunsANodesConflist(t *testing.T) {
 		conflist  []byte
 	}{
 		{"the primary alone", "primary-alone", nil},
-		{"the primary with nsegress chained", "primary-nsegress", chainNsegress(t, primary)},
+		{"the primary with nsegress chained", "primary-nsegress", chainNsegress(t, l, primary)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, err := cnitier.New(l, node, tc.conflist)

@@ -26,7 +26,7 @@ const labInstall = "testdata/lab-install"
 
 // loadAgentImage builds the agent and the plugin as static binaries, packs
 // them into the agent image and imports it into every node.
-func loadAgentImage(t *testing.T, c Cluster) {
+func loadAgentImage(t testing.TB, c Cluster) {
 	t.Helper()
 	ctx := context.Background()
 	tb, err := images.AgentImage(ctx, filepath.Join(lab.CacheDir(), "images"))
@@ -60,7 +60,7 @@ func isChained(b []byte) bool {
 
 // installNsegress applies the lab install and waits for an agent Ready on
 // every node and nsegress chained in every conflist.
-func installNsegress(t *testing.T, c Cluster) {
+func installNsegress(t testing.TB, c Cluster) {
 	t.Helper()
 	ctx := context.Background()
 	if out, err := kubectl(ctx, c, "", "apply", "-k", labInstall); err != nil {
@@ -90,7 +90,7 @@ func agentLogs(c Cluster, tail int) string {
 
 // uninstallNsegress deletes the install and waits until every agent is
 // gone.
-func uninstallNsegress(t *testing.T, c Cluster) {
+func uninstallNsegress(t testing.TB, c Cluster) {
 	t.Helper()
 	ctx := context.Background()
 	if out, err := kubectl(ctx, c, "", "delete", "-k", labInstall, "--wait=true", "--timeout=120s"); err != nil {

@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 }
 
 // cluster returns the shared lab cluster, starting it on first use.
-func cluster(t *testing.T) Cluster {
+func cluster(t testing.TB) Cluster {
 	t.Helper()
 	privtest.Require(t)
 	if testing.Short() {

@@ -37,7 +37,7 @@ func execIn(ctx context.Context, c Cluster, ns, pod string, argv ...string) (str
 }
 
 // waitPoliciesReady waits until every named policy reports Ready=True.
-func waitPoliciesReady(t *testing.T, c Cluster, names ...string) {
+func waitPoliciesReady(t testing.TB, c Cluster, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		waitUntil(t, 60*time.Second, "policy "+n+" Ready", func() bool {

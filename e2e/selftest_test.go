@@ -23,7 +23,7 @@ func command(ctx context.Context, bin string, args ...string) *exec.Cmd {
 }
 
 // clientset is an admin client for c.
-func clientset(t *testing.T, c Cluster) kubernetes.Interface {
+func clientset(t testing.TB, c Cluster) kubernetes.Interface {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
 	if err != nil {
@@ -37,7 +37,7 @@ func clientset(t *testing.T, c Cluster) kubernetes.Interface {
 }
 
 // testNamespace creates a namespace that is deleted when the test ends.
-func testNamespace(t *testing.T, cs kubernetes.Interface, name string, labels map[string]string) {
+func testNamespace(t testing.TB, cs kubernetes.Interface, name string, labels map[string]string) {
 	t.Helper()
 	ctx := context.Background()
 	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
@@ -76,7 +76,7 @@ func echoPod(ns, name, node string) *corev1.Pod {
 }
 
 // runPods creates pods and waits until all are Running.
-func runPods(t *testing.T, cs kubernetes.Interface, pods ...*corev1.Pod) []*corev1.Pod {
+func runPods(t testing.TB, cs kubernetes.Interface, pods ...*corev1.Pod) []*corev1.Pod {
 	t.Helper()
 	ctx := context.Background()
 	for _, p := range pods {
@@ -98,7 +98,7 @@ func runPods(t *testing.T, cs kubernetes.Interface, pods ...*corev1.Pod) []*core
 	return out
 }
 
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

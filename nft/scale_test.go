@@ -77,15 +77,15 @@ func (m *monitor) sync(name string) {
 	m.t.Fatalf("nft monitor did not report the marker %s:\n%s", marker, m.text())
 }
 
-// podEvents returns the monitor lines about the pods map between the
-// markers "from" and "to".
+// podEvents returns the monitor lines about elements of the pods map
+// between the markers "from" and "to".
 func (m *monitor) podEvents(from, to string) []string {
 	text := m.text()
 	_, text, _ = strings.Cut(text, "delete table ip marker_"+from)
 	text, _, _ = strings.Cut(text, "add table ip marker_"+to)
 	var lines []string
 	for _, l := range strings.Split(text, "\n") {
-		if strings.Contains(l, " "+mapPods+" ") {
+		if strings.Contains(l, "element ip "+DefaultTableName+" "+mapPods+" ") {
 			lines = append(lines, strings.TrimSpace(l))
 		}
 	}
@@ -156,7 +156,7 @@ func TestConcurrentAddDelPod(t *testing.T) {
 	mustApply(t, tbl, twoPolicies())
 	pods := manyPods(64)
 	var wg sync.WaitGroup
-	errs := make(chan error, 2*len(pods))
+	errs := make(chan error, 3*len(pods))
 	for k, id := range pods {
 		wg.Go(func() {
 			errs <- tbl.AddPod(k, id)

@@ -63,8 +63,8 @@ func TestGoldenTwoPoliciesThenPods(t *testing.T) {
 	checkGolden(t, "apply_two_policies", listTable(t, ns))
 
 	for k, id := range map[PodKey]uint16{
-		pod("198.18.1.5", "veth1a2b"): 7,
-		pod("198.18.1.6", "veth3c4d"): 7,
+		pod("198.18.1.5", "veth1a2b"):        7,
+		pod("198.18.1.6", "veth3c4d"):        7,
 		pod("198.18.2.8", "cali0123456789a"): 9,
 	} {
 		if err := tbl.AddPod(k, id); err != nil {

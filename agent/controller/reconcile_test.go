@@ -247,7 +247,17 @@ func TestReconcileConflictRereadsAndKeepsOthersConditions(t *testing.T) {
 			return false, nil, nil
 		}
 		conflicted = true
-		stored := f.policy("purple")
+		// The tracker, not the client: the fake holds its lock while a
+		// reactor runs.
+		obj, err := f.dyn.Tracker().Get(policiesGVR, "", "purple")
+		if err != nil {
+			t.Errorf("tracker get: %v", err)
+			return true, nil, err
+		}
+		var stored v1alpha1.EgressNATPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.(*unstructured.Unstructured).Object, &stored); err != nil {
+			t.Errorf("convert: %v", err)
+		}
 		stored.Status.Conditions = append(stored.Status.Conditions, programmed)
 		if err := f.dyn.Tracker().Update(policiesGVR, unstructuredOf(t, &stored), ""); err != nil {
 			t.Errorf("tracker update: %v", err)
@@ -257,6 +267,9 @@ func TestReconcileConflictRereadsAndKeepsOthersConditions(t *testing.T) {
 
 	if err := f.r.reconcile(context.Background()); err != nil {
 		t.Fatalf("reconcile: %v", err)
+	}
+	if !conflicted {
+		t.Fatal("the first write never reached the reactor")
 	}
 	p := f.policy("purple")
 	if p.Status.EgressIP != ip1 || p.Status.TunnelID != 1 || readyOf(p) == nil {

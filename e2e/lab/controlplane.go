@@ -50,7 +50,7 @@ func (l *Lab) startControlPlane(ctx context.Context, cp *host) error {
 		}
 	}
 	inside := fmt.Sprintf("https://%s:%d", ControlPlaneIP, APIServerPort)
-	for _, name := range []string{"controller-manager", "scheduler"} {
+	for _, name := range []string{"controller-manager", "scheduler", "admin"} {
 		if err := pk.kubeconfig(l.path("pki", name+".kubeconfig"), inside, name); err != nil {
 			return err
 		}
@@ -256,6 +256,11 @@ func (f *forwarder) close() {
 
 // Client is an admin clientset for the lab's API server.
 func (l *Lab) Client() kubernetes.Interface { return l.client }
+
+// NodeKubeconfig is the path of an admin kubeconfig that works from
+// inside the lab's namespaces (the API server's underlay address), e.g.
+// for a plugin that libcni runs on a node.
+func (l *Lab) NodeKubeconfig() string { return l.path("pki", "admin.kubeconfig") }
 
 // Kubeconfig is the path of an admin kubeconfig that works from the
 // machine (through the loopback forwarder) while the lab runs.

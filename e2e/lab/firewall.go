@@ -147,3 +147,12 @@ func parseDropCounters(js []byte) (map[netip.Addr]uint64, error) {
 	}
 	return out, nil
 }
+
+// FirewallAllow opens a hole in the firewall for src to the backend, for
+// benchmarks that compare the egress path with the node's normal path.
+// Tests never call it: the firewall's allowlist is what they check.
+func (l *Lab) FirewallAllow(ctx context.Context, src netip.Addr, b Backend) error {
+	_, err := l.run(ctx, l.host("firewall"), nil, "nft", "insert", "rule", "ip", "lab-firewall", "forward",
+		"ip", "saddr", src.String(), "ip", "daddr", b.IP.String(), "tcp", "dport", strconv.Itoa(b.Port), "accept")
+	return err
+}

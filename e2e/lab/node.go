@@ -379,3 +379,7 @@ func (l *Lab) NodeExec(ctx context.Context, node string, argv ...string) ([]byte
 	}
 	return nil, fmt.Errorf("no node %q in the lab", node)
 }
+
+// NetNSPath is the path of the node's network namespace, for code that
+// programs it directly (benchmarks).
+func (n *Node) NetNSPath() string { return n.host.NetNSPath() }

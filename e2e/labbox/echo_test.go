@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log"
 	"net/http"
@@ -174,5 +175,23 @@ func TestEchoMovesBulkData(t *testing.T) {
 	}
 	if !strings.HasSuffix(out.String(), " 2500000\n") || !strings.HasPrefix(out.String(), "127.0.0.1 ") {
 		t.Errorf("upload answered %q, want the source IP and 2500000", out.String())
+	}
+}
+
+func TestBenchMeasuresAgainstEcho(t *testing.T) {
+	srv := httptest.NewServer(newEchoHandler(log.New(io.Discard, "", 0)))
+	defer srv.Close()
+	fs := testFlagSet(t, "bench")
+	var out bytes.Buffer
+	p := proc{stdout: &out, stderr: io.Discard}
+	if err := runBench(context.Background(), p, fs, []string{"-bytes", "1000000", "-requests", "20", srv.URL}); err != nil {
+		t.Fatal(err)
+	}
+	var res BenchResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("output %q: %v", out.String(), err)
+	}
+	if res.Bytes != 1000000 || res.Mbps <= 0 || res.RTTMedianMicros <= 0 || res.RTTP99Micros < res.RTTMedianMicros {
+		t.Errorf("bench result %+v", res)
 	}
 }

@@ -1,0 +1,413 @@
+package node
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nsegress/nsegress/agent/datapath"
+	"github.com/nsegress/nsegress/api/v1alpha1"
+	"github.com/nsegress/nsegress/nft"
+	"github.com/nsegress/nsegress/plugin"
+)
+
+// thisNode is the node the Role under test runs on.
+const thisNode = "worker-1"
+
+// testRole is a Role with just the fields plan, mode and podPolicy read:
+// no informers, no client, nothing touched on the machine.
+func testRole() *Role {
+	return &Role{cfg: Config{NodeName: thisNode, Port: datapath.DefaultPort}}
+}
+
+// k8sNode is a Node with the given addresses, alternating type and
+// address: k8sNode("n", corev1.NodeInternalIP, "10.0.0.1").
+func k8sNode(name string, typeAddr ...string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	for i := 0; i+1 < len(typeAddr); i += 2 {
+		n.Status.Addresses = append(n.Status.Addresses,
+			corev1.NodeAddress{Type: corev1.NodeAddressType(typeAddr[i]), Address: typeAddr[i+1]})
+	}
+	return n
+}
+
+// testNodes is a three-node cluster, listed out of address order, plus a
+// node with no usable IPv4 InternalIP (it must not become a tunnel peer).
+func testNodes() map[string]*corev1.Node {
+	return map[string]*corev1.Node{
+		thisNode:       k8sNode(thisNode, string(corev1.NodeInternalIP), "10.0.0.11"),
+		"gw-1":     k8sNode("gw-1", string(corev1.NodeExternalIP), "192.0.2.1", string(corev1.NodeInternalIP), "10.0.0.21"),
+		"gw-2":     k8sNode("gw-2", string(corev1.NodeInternalIP), "10.0.0.3"),
+		"v6-only":  k8sNode("v6-only", string(corev1.NodeInternalIP), "fd00::5"),
+		"external": k8sNode("external", string(corev1.NodeExternalIP), "192.0.2.9"),
+	}
+}
+
+// policyOpt changes a test policy.
+type policyOpt func(*v1alpha1.EgressNATPolicy)
+
+// policy is an EgressNATPolicy named name selecting the namespaces
+// labelled team=<name>, with the given tunnel ID and no gateway yet.
+func policy(name string, tunnelID int32, opts ...policyOpt) v1alpha1.EgressNATPolicy {
+	p := v1alpha1.EgressNATPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name,
+			CreationTimestamp: metav1.NewTime(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))},
+		Spec: v1alpha1.EgressNATPolicySpec{
+			Sources:      []v1alpha1.EgressSource{{NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"team": name}}}},
+			Action:       v1alpha1.ActionSNAT,
+			Destinations: []v1alpha1.EgressDestination{{CIDR: "203.0.113.0/24"}},
+			GatewayRef:   v1alpha1.GatewayRef{Name: "onprem", Namespace: "nsegress-system"},
+		},
+		Status: v1alpha1.EgressNATPolicyStatus{TunnelID: tunnelID},
+	}
+	for _, o := range opts {
+		o(&p)
+	}
+	return p
+}
+
+func gateway(node, egressIP string) policyOpt {
+	return func(p *v1alpha1.EgressNATPolicy) { p.Status.GatewayNode, p.Status.EgressIP = node, egressIP }
+}
+
+func failOpen(p *v1alpha1.EgressNATPolicy) { p.Spec.FailMode = v1alpha1.FailModeOpen }
+
+func withDestinations(cidrs ...string) policyOpt {
+	return func(p *v1alpha1.EgressNATPolicy) {
+		p.Spec.Destinations = nil
+		for _, c := range cidrs {
+			p.Spec.Destinations = append(p.Spec.Destinations, v1alpha1.EgressDestination{CIDR: c})
+		}
+	}
+}
+
+func createdAt(ts time.Time) policyOpt {
+	return func(p *v1alpha1.EgressNATPolicy) { p.CreationTimestamp = metav1.NewTime(ts) }
+}
+
+func selectingTeam(team string) policyOpt {
+	return func(p *v1alpha1.EgressNATPolicy) {
+		p.Spec.Sources = []v1alpha1.EgressSource{{NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"team": team}}}}
+	}
+}
+
+func withPodSelector(kv ...string) policyOpt {
+	return func(p *v1alpha1.EgressNATPolicy) {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		for i := range p.Spec.Sources {
+			p.Spec.Sources[i].PodSelector = &metav1.LabelSelector{MatchLabels: m}
+		}
+	}
+}
+
+var (
+	dst203   = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
+	nodeIP   = netip.MustParseAddr("10.0.0.11")
+	allPeers = []netip.Addr{netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("10.0.0.11"), netip.MustParseAddr("10.0.0.21")}
+)
+
+func TestPlanDecidesEachPolicysModeFromItsStatus(t *testing.T) {
+	tests := []struct {
+		name       string
+		policy     v1alpha1.EgressNATPolicy
+		wantTunnel datapath.Tunnel
+		wantPolicy nft.Policy
+	}{
+		{
+			name:       "a policy whose gateway is this node is SNATed here to its egress IP",
+			policy:     policy("purple", 7, gateway(thisNode, "198.51.100.101")),
+			wantTunnel: datapath.Tunnel{ID: 7, Mode: nft.ModeLocal, Destinations: dst203},
+			wantPolicy: nft.Policy{ID: 7, Mode: nft.ModeLocal, Destinations: dst203, Device: "nsg7",
+				EgressIP: netip.MustParseAddr("198.51.100.101")},
+		},
+		{
+			name:   "a policy whose gateway is another node is tunnelled to that node's InternalIP",
+			policy: policy("purple", 7, gateway("gw-1", "198.51.100.101")),
+			wantTunnel: datapath.Tunnel{ID: 7, Mode: nft.ModeTunnel, Gateway: netip.MustParseAddr("10.0.0.21"),
+				Destinations: dst203},
+			wantPolicy: nft.Policy{ID: 7, Mode: nft.ModeTunnel, Destinations: dst203, Device: "nsg7"},
+		},
+		{
+			name:       "a policy with no gateway node drops by default (failMode Closed)",
+			policy:     policy("purple", 7),
+			wantTunnel: datapath.Tunnel{ID: 7, Mode: nft.ModeDrop, Destinations: dst203},
+			wantPolicy: nft.Policy{ID: 7, Mode: nft.ModeDrop, Destinations: dst203, Device: "nsg7"},
+		},
+		{
+			name:       "a policy with no gateway node and failMode Open lets traffic out the normal way",
+			policy:     policy("purple", 7, failOpen),
+			wantTunnel: datapath.Tunnel{ID: 7, Mode: nft.ModePass, Destinations: dst203},
+			wantPolicy: nft.Policy{ID: 7, Mode: nft.ModePass, Destinations: dst203, Device: "nsg7"},
+		},
+		{
+			name:       "a gateway node without an egress IP in the status is no gateway",
+			policy:     policy("purple", 7, gateway("gw-1", "")),
+			wantTunnel: datapath.Tunnel{ID: 7, Mode: nft.ModeDrop, Destinations: dst203},
+			wantPolicy: nft.Policy{ID: 7, Mode: nft.ModeDrop, Destinations: dst203, Device: "nsg7"},
+		},
+		{
+			name:       "this node named as gateway with an unparsable egress IP falls back to the fail mode",
+			policy:     policy("purple", 7, gateway(thisNode, "not-an-ip"), failOpen),
+			wantTunnel: datapath.Tunnel{ID: 7, Mode: nft.ModePass, Destinations: dst203},
+			wantPolicy: nft.Policy{ID: 7, Mode: nft.ModePass, Destinations: dst203, Device: "nsg7"},
+		},
+		{
+			name:       "a gateway node the API does not know falls back to the fail mode",
+			policy:     policy("purple", 7, gateway("gone", "198.51.100.101")),
+			wantTunnel: datapath.Tunnel{ID: 7, Mode: nft.ModeDrop, Destinations: dst203},
+			wantPolicy: nft.Policy{ID: 7, Mode: nft.ModeDrop, Destinations: dst203, Device: "nsg7"},
+		},
+		{
+			name:       "a gateway node with only an IPv6 InternalIP falls back to the fail mode",
+			policy:     policy("purple", 7, gateway("v6-only", "198.51.100.101"), failOpen),
+			wantTunnel: datapath.Tunnel{ID: 7, Mode: nft.ModePass, Destinations: dst203},
+			wantPolicy: nft.Policy{ID: 7, Mode: nft.ModePass, Destinations: dst203, Device: "nsg7"},
+		},
+		{
+			name: "destinations are masked to their prefix and IPv6 or unparsable ones are left out",
+			policy: policy("purple", 9, gateway("gw-2", "198.51.100.102"),
+				withDestinations("203.0.113.77/24", "2001:db8::/32", "bogus", "198.51.100.7/32")),
+			wantTunnel: datapath.Tunnel{ID: 9, Mode: nft.ModeTunnel, Gateway: netip.MustParseAddr("10.0.0.3"),
+				Destinations: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("198.51.100.7/32")}},
+			wantPolicy: nft.Policy{ID: 9, Mode: nft.ModeTunnel, Device: "nsg9",
+				Destinations: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("198.51.100.7/32")}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := view{policies: []v1alpha1.EgressNATPolicy{tc.policy}, nodes: testNodes()}
+			plan, state := testRole().plan(v, nodeIP, "eth0", 1500)
+			if diff := cmp.Diff([]datapath.Tunnel{tc.wantTunnel}, plan.Tunnels, cmpAddrs); diff != "" {
+				t.Errorf("plan.Tunnels (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff([]nft.Policy{tc.wantPolicy}, state.Policies, cmpAddrs); diff != "" {
+				t.Errorf("state.Policies (-want +got):\n%s", diff)
+			}
+			if err := state.Validate(); err != nil {
+				t.Errorf("the planned nft state does not validate: %v", err)
+			}
+		})
+	}
+}
+
+// cmpAddrs compares netip values by what they print: cmp cannot look
+// into their unexported fields.
+var cmpAddrs = cmp.Options{
+	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+}
+
+func TestPlanDescribesTheNodeItRunsOn(t *testing.T) {
+	v := view{nodes: testNodes()}
+	plan, state := testRole().plan(v, nodeIP, "ens3", 9000)
+	if plan.Uplink != "ens3" || plan.NodeIP != nodeIP || plan.Port != datapath.DefaultPort {
+		t.Errorf("plan = uplink %q, node IP %s, port %d; want ens3, %s, %d",
+			plan.Uplink, plan.NodeIP, plan.Port, nodeIP, datapath.DefaultPort)
+	}
+	// 9000 - 50 bytes of VXLAN - 40 bytes of IPv4 and TCP headers.
+	if state.MSS != 8910 {
+		t.Errorf("MSS = %d on a 9000-byte uplink, want 8910", state.MSS)
+	}
+	if state.TunnelPort != datapath.DefaultPort || state.DevicePrefix != datapath.DevicePrefix {
+		t.Errorf("state port %d prefix %q, want %d %q", state.TunnelPort, state.DevicePrefix, datapath.DefaultPort, datapath.DevicePrefix)
+	}
+	if len(plan.Tunnels) != 0 || len(state.Policies) != 0 {
+		t.Errorf("no policies, yet plan has %d tunnels and state %d policies", len(plan.Tunnels), len(state.Policies))
+	}
+}
+
+func TestPlanListsEveryNodesInternalIPAsTunnelPeerSorted(t *testing.T) {
+	// Map iteration order differs from run to run: plan a few times.
+	for range 20 {
+		_, state := testRole().plan(view{nodes: testNodes()}, nodeIP, "eth0", 1500)
+		if !slices.Equal(state.TunnelPeers, allPeers) {
+			t.Fatalf("TunnelPeers = %v, want %v (IPv4 InternalIPs only, sorted)", state.TunnelPeers, allPeers)
+		}
+	}
+}
+
+func TestPlanSkipsPoliciesWithoutAUsableTunnelID(t *testing.T) {
+	v := view{nodes: testNodes(), policies: []v1alpha1.EgressNATPolicy{
+		policy("unassigned", 0, gateway("gw-1", "198.51.100.101")),
+		policy("negative", -3, gateway("gw-1", "198.51.100.101")),
+		policy("too-big", 4096, gateway("gw-1", "198.51.100.101")),
+		policy("largest", 4095, gateway("gw-1", "198.51.100.101")),
+		policy("smallest", 1),
+	}}
+	plan, state := testRole().plan(v, nodeIP, "eth0", 1500)
+	var ids []uint16
+	for _, tn := range plan.Tunnels {
+		ids = append(ids, tn.ID)
+	}
+	if !slices.Equal(ids, []uint16{4095, 1}) {
+		t.Errorf("tunnel IDs = %v, want [4095 1]: IDs outside 1..4095 are skipped", ids)
+	}
+	if len(state.Policies) != len(plan.Tunnels) {
+		t.Errorf("%d nft policies for %d tunnels", len(state.Policies), len(plan.Tunnels))
+	}
+	if err := state.Validate(); err != nil {
+		t.Errorf("planned state does not validate: %v", err)
+	}
+}
+
+func TestPlanHoldsTheFloatingIPsTheGroupGivesThisNodeAndReleasesTheRest(t *testing.T) {
+	groups := []v1alpha1.NetworkGatewayGroup{
+		{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "nsegress-system", Name: "onprem"},
+			Spec:       v1alpha1.NetworkGatewayGroupSpec{FloatingIPs: []string{"198.51.100.101", "198.51.100.102", "198.51.100.103", "garbage"}},
+			Status: v1alpha1.NetworkGatewayGroupStatus{FloatingIPs: map[string]string{
+				"198.51.100.101": thisNode,
+				"198.51.100.102": "gw-1",
+				"garbage":        thisNode,
+			}},
+		},
+		{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "nsegress-system", Name: "dmz"},
+			Spec:       v1alpha1.NetworkGatewayGroupSpec{FloatingIPs: []string{"192.0.2.50"}},
+			Status:     v1alpha1.NetworkGatewayGroupStatus{FloatingIPs: map[string]string{"192.0.2.50": thisNode}},
+		},
+	}
+	plan, _ := testRole().plan(view{nodes: testNodes(), groups: groups}, nodeIP, "eth0", 1500)
+	wantHeld := []netip.Addr{netip.MustParseAddr("198.51.100.101"), netip.MustParseAddr("192.0.2.50")}
+	wantReleased := []netip.Addr{netip.MustParseAddr("198.51.100.102"), netip.MustParseAddr("198.51.100.103")}
+	if !slices.Equal(plan.FloatingIPs, wantHeld) {
+		t.Errorf("FloatingIPs = %v, want %v", plan.FloatingIPs, wantHeld)
+	}
+	if !slices.Equal(plan.ReleasedIPs, wantReleased) {
+		t.Errorf("ReleasedIPs = %v, want %v (held elsewhere or by nobody)", plan.ReleasedIPs, wantReleased)
+	}
+
+	// The same groups seen from gw-1: it holds .102 and releases the rest.
+	r := testRole()
+	r.cfg.NodeName = "gw-1"
+	plan, _ = r.plan(view{nodes: testNodes(), groups: groups}, netip.MustParseAddr("10.0.0.21"), "eth0", 1500)
+	if want := []netip.Addr{netip.MustParseAddr("198.51.100.102")}; !slices.Equal(plan.FloatingIPs, want) {
+		t.Errorf("gw-1 FloatingIPs = %v, want %v", plan.FloatingIPs, want)
+	}
+	for _, ip := range plan.ReleasedIPs {
+		if ip == netip.MustParseAddr("198.51.100.102") {
+			t.Errorf("gw-1 both holds and releases %s", ip)
+		}
+	}
+}
+
+func TestPodPolicy(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	older := policy("older", 3, selectingTeam("purple"), createdAt(t0))
+	newer := policy("newer", 4, selectingTeam("purple"), createdAt(t0.Add(time.Hour)))
+	podsOnly := policy("web-only", 5, selectingTeam("green"), withPodSelector("app", "web"))
+	noID := policy("no-id", 0, selectingTeam("orange"))
+	v := view{
+		// Newest first, as an informer may list them: podPolicy must
+		// not depend on the order of the view.
+		policies: []v1alpha1.EgressNATPolicy{newer, podsOnly, older, noID},
+		nss: map[string]map[string]string{
+			"purple-ns": {"team": "purple"},
+			"green-ns":  {"team": "green"},
+			"orange-ns": {"team": "orange"},
+			"plain-ns":  {},
+		},
+		pods: map[string]map[string]string{
+			"purple-ns/a":   {"app": "db"},
+			"green-ns/web":  {"app": "web"},
+			"green-ns/db":   {"app": "db"},
+			"green-ns/bare": nil,
+			"orange-ns/a":   {},
+			"plain-ns/a":    {"app": "web"},
+		},
+	}
+	tests := []struct {
+		name      string
+		ns, pod   string
+		wantID    uint16
+		wantKnown bool
+	}{
+		{"a pod whose labels are unknown is not decided", "purple-ns", "unseen", 0, false},
+		{"a pod whose namespace is unknown is not decided", "unseen-ns", "a", 0, false},
+		{"of two policies selecting a pod the older one wins", "purple-ns", "a", 3, true},
+		{"a pod selector picks the pod it matches", "green-ns", "web", 5, true},
+		{"a pod selector leaves the pod it does not match alone", "green-ns", "db", 0, true},
+		{"a pod without labels is decided as not matching a pod selector", "green-ns", "bare", 0, true},
+		{"a pod of a namespace no policy selects gets no policy", "plain-ns", "a", 0, true},
+		{"a selecting policy without a tunnel ID gives no policy yet", "orange-ns", "a", 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := plugin.PodRecord{Namespace: tc.ns, Name: tc.pod, IP: netip.MustParseAddr("198.18.1.5"), HostIf: "veth1"}
+			id, ok := testRole().podPolicy(v, rec)
+			if id != tc.wantID || ok != tc.wantKnown {
+				t.Errorf("podPolicy(%s/%s) = %d, %v; want %d, %v", tc.ns, tc.pod, id, ok, tc.wantID, tc.wantKnown)
+			}
+		})
+	}
+}
+
+func TestPodPolicyBreaksAgeTiesByName(t *testing.T) {
+	ts := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	v := view{
+		policies: []v1alpha1.EgressNATPolicy{
+			policy("zeta", 2, selectingTeam("purple"), createdAt(ts)),
+			policy("alpha", 1, selectingTeam("purple"), createdAt(ts)),
+		},
+		nss:  map[string]map[string]string{"ns": {"team": "purple"}},
+		pods: map[string]map[string]string{"ns/p": {}},
+	}
+	id, ok := testRole().podPolicy(v, plugin.PodRecord{Namespace: "ns", Name: "p"})
+	if id != 1 || !ok {
+		t.Errorf("podPolicy = %d, %v; want 1 (policy alpha), true", id, ok)
+	}
+}
+
+func TestModeReturnsTheGatewaysUnderlayAddressOnlyForTunnels(t *testing.T) {
+	v := view{nodes: testNodes()}
+	r := testRole()
+	for _, tc := range []struct {
+		policy v1alpha1.EgressNATPolicy
+		mode   nft.Mode
+		gw     netip.Addr
+	}{
+		{policy("p", 1, gateway("gw-2", "198.51.100.101")), nft.ModeTunnel, netip.MustParseAddr("10.0.0.3")},
+		{policy("p", 1, gateway(thisNode, "198.51.100.101")), nft.ModeLocal, netip.Addr{}},
+		{policy("p", 1), nft.ModeDrop, netip.Addr{}},
+		{policy("p", 1, failOpen), nft.ModePass, netip.Addr{}},
+	} {
+		mode, gw := r.mode(v, tc.policy)
+		if mode != tc.mode || gw != tc.gw {
+			t.Errorf("mode(gateway %q) = %s, %v; want %s, %v", tc.policy.Status.GatewayNode, mode, gw, tc.mode, tc.gw)
+		}
+	}
+}
+
+func TestHeldFloatingIPsAccumulateForUninstall(t *testing.T) {
+	dir := t.TempDir()
+	r := testRole()
+	r.cfg.StateDir = dir
+	a, b := netip.MustParseAddr("198.51.100.101"), netip.MustParseAddr("198.51.100.102")
+	if got, err := LoadHeld(dir); err != nil || got != nil {
+		t.Fatalf("LoadHeld of a fresh directory = %v, %v; want nothing", got, err)
+	}
+	// The node holds a, then a and b, then only b: uninstall must still
+	// know that a was held once.
+	for _, held := range [][]netip.Addr{{a}, {b, a}, {b}} {
+		if err := r.saveHeld(held); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := LoadHeld(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []netip.Addr{a, b} {
+		if !slices.Contains(got, want) {
+			t.Errorf("LoadHeld = %v, missing %s", got, want)
+		}
+	}
+}
