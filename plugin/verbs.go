@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -76,10 +77,12 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return types.PrintResult(conf.PrevResult, conf.CNIVersion)
 	}
 	st := State{Dir: conf.StateDir}
+	lookupStart := time.Now()
 	policy, view, err := decide(st, conf.Kubeconfig, namespace, pod, log)
 	if err != nil {
 		return err
 	}
+	lookup := time.Since(lookupStart)
 	hostIf, err := HostInterface(ip)
 	if err != nil {
 		return err
@@ -89,11 +92,13 @@ func cmdAdd(args *skel.CmdArgs) error {
 		rec.Policy = policy.Name
 		rec.TunnelID = uint16(policy.Status.TunnelID)
 	}
+	programStart := time.Now()
 	if err := program(st, rec); err != nil {
 		return err
 	}
 	log.Info("ADD", "pod", namespace+"/"+pod, "ip", ip, "hostIf", hostIf, "policy", rec.Policy,
-		"tunnelID", rec.TunnelID, "from", view.Source, "took", time.Since(start).Round(time.Microsecond))
+		"tunnelID", rec.TunnelID, "from", view.Source, "lookup", lookup.Round(time.Microsecond),
+		"program", time.Since(programStart).Round(time.Microsecond), "took", time.Since(start).Round(time.Microsecond))
 	return types.PrintResult(conf.PrevResult, conf.CNIVersion)
 }
 
@@ -328,6 +333,7 @@ func hostInterface(ip netip.Addr) (string, error) {
 
 // logger logs to the entry's logFile; a plugin's stderr is the runtime's.
 func logger(conf *Config) *slog.Logger {
+	_ = os.MkdirAll(filepath.Dir(conf.LogFile), 0o755)
 	f, err := os.OpenFile(conf.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return slog.New(slog.DiscardHandler)

@@ -130,10 +130,14 @@ func campaign(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("controller: leader election: %w", err)
 	}
 
+	// stop ends this election early: a leader that cannot lead gives the
+	// lease up rather than hold it idle.
+	ectx, stop := context.WithCancel(ctx)
+	defer stop()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		le.Run(ctx)
+		le.Run(ectx)
 	}()
 	select {
 	case lctx := <-started:
@@ -141,6 +145,7 @@ func campaign(ctx context.Context, cfg Config) error {
 		if err := lead(lctx, cfg); err != nil {
 			cfg.Logf("controller: %v", err)
 		}
+		stop()
 		cfg.Logf("controller: %s stopped leading", cfg.Identity)
 	case <-done:
 	}
@@ -202,14 +207,16 @@ func lead(ctx context.Context, cfg Config) error {
 
 	dynFactory.Start(ctx.Done())
 	coreFactory.Start(ctx.Done())
-	for gvr, ok := range dynFactory.WaitForCacheSync(ctx.Done()) {
+	// These wait until the first list succeeds (the reflectors log why
+	// not, e.g. missing RBAC) or leading ends.
+	for _, ok := range dynFactory.WaitForCacheSync(ctx.Done()) {
 		if !ok {
-			return fmt.Errorf("sync the cache of %s: %w", gvr.Resource, context.Cause(ctx))
+			return nil
 		}
 	}
-	for typ, ok := range coreFactory.WaitForCacheSync(ctx.Done()) {
+	for _, ok := range coreFactory.WaitForCacheSync(ctx.Done()) {
 		if !ok {
-			return fmt.Errorf("sync the cache of %v: %w", typ, context.Cause(ctx))
+			return nil
 		}
 	}
 

@@ -84,6 +84,44 @@ type Plan struct {
 	ReleasedIPs []netip.Addr
 }
 
+// Validate checks a plan before anything on the node is touched, so that
+// a bad plan fails with the field named and leaves the node as it was.
+func (p Plan) Validate() error {
+	if p.Uplink == "" {
+		return errors.New("datapath plan: uplink is empty")
+	}
+	if !p.NodeIP.Is4() {
+		return fmt.Errorf("datapath plan: node IP %q is not an IPv4 address", p.NodeIP)
+	}
+	if p.Port == 0 {
+		return errors.New("datapath plan: VXLAN port is 0")
+	}
+	seen := map[uint16]bool{}
+	for _, t := range p.Tunnels {
+		if t.ID == 0 || t.ID > nft.MaxPolicyID {
+			return fmt.Errorf("datapath plan: tunnel ID %d is outside 1..%d", t.ID, nft.MaxPolicyID)
+		}
+		if seen[t.ID] {
+			return fmt.Errorf("datapath plan: tunnel ID %d appears twice", t.ID)
+		}
+		seen[t.ID] = true
+		if t.Mode == nft.ModeTunnel && !t.Gateway.Is4() {
+			return fmt.Errorf("datapath plan: tunnel %d: gateway %q is not an IPv4 address", t.ID, t.Gateway)
+		}
+		for _, d := range t.Destinations {
+			if !d.Addr().Is4() {
+				return fmt.Errorf("datapath plan: tunnel %d: destination %s is not IPv4", t.ID, d)
+			}
+		}
+	}
+	for _, ip := range append(slices.Clone(p.FloatingIPs), p.ReleasedIPs...) {
+		if !ip.Is4() {
+			return fmt.Errorf("datapath plan: floating IP %q is not an IPv4 address", ip)
+		}
+	}
+	return nil
+}
+
 // DeviceMTU is the MTU of the VXLAN devices on an uplink of mtu.
 func DeviceMTU(uplinkMTU int) int { return uplinkMTU - vxlanOverhead }
 
@@ -102,6 +140,9 @@ func DeviceMAC(ip netip.Addr) net.HardwareAddr {
 // p says, and removes nsegress's objects that p does not name. It returns
 // the floating IPs it newly added, which the caller announces.
 func Apply(p Plan) (added []netip.Addr, err error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
 	uplink, err := netlink.LinkByName(p.Uplink)
 	if err != nil {
 		return nil, fmt.Errorf("uplink %s: %w", p.Uplink, err)
@@ -135,6 +176,8 @@ func ensureTunnel(p Plan, uplink netlink.Link, t Tunnel) error {
 		if err := pointAtGateway(link, t.Gateway); err != nil {
 			return err
 		}
+	} else if err := forgetGateway(link); err != nil {
+		return err
 	}
 	return syncRule(t)
 }
@@ -220,7 +263,7 @@ func setSrcValidMark(index int) error {
 // the gateway, throw routes for the destinations.
 func syncRoutes(link netlink.Link, t Tunnel) error {
 	want := []netlink.Route{{
-		LinkIndex: link.Attrs().Index, Table: t.Table(), Dst: defaultRoute(),
+		LinkIndex: link.Attrs().Index, Table: t.Table(), Dst: defaultRoute(), Type: unix.RTN_UNICAST,
 		Gw: net.IP(Nexthop.AsSlice()), Flags: int(netlink.FLAG_ONLINK),
 	}}
 	if t.Mode == nft.ModeLocal {
@@ -247,8 +290,16 @@ func syncRoutes(link netlink.Link, t Tunnel) error {
 	return nil
 }
 
+// sameRoute compares what nsegress sets; a listed route's type 0 and
+// RTN_UNICAST are the same thing.
 func sameRoute(a, b netlink.Route) bool {
-	return a.Dst.String() == b.Dst.String() && a.Type == b.Type && a.Gw.Equal(b.Gw) && a.LinkIndex == b.LinkIndex
+	typ := func(t int) int {
+		if t == 0 {
+			return unix.RTN_UNICAST
+		}
+		return t
+	}
+	return a.Dst.String() == b.Dst.String() && typ(a.Type) == typ(b.Type) && a.Gw.Equal(b.Gw) && a.LinkIndex == b.LinkIndex
 }
 
 func defaultRoute() *net.IPNet { return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)} }
@@ -297,6 +348,26 @@ func pointAtGateway(link netlink.Link, gw netip.Addr) error {
 		Flags: netlink.NTF_SELF, IP: net.IP(gw.AsSlice()), HardwareAddr: mac}
 	if err := netlink.NeighSet(fdb); err != nil {
 		return fmt.Errorf("%s: FDB %s -> %s: %w", link.Attrs().Name, mac, gw, err)
+	}
+	return nil
+}
+
+// forgetGateway removes the neighbour and FDB entries of a device whose
+// policy no longer sends into the tunnel from this node.
+func forgetGateway(link netlink.Link) error {
+	for _, fam := range []int{unix.AF_INET, unix.AF_BRIDGE} {
+		entries, err := netlink.NeighList(link.Attrs().Index, fam)
+		if err != nil {
+			return fmt.Errorf("%s: list neighbours: %w", link.Attrs().Name, err)
+		}
+		for _, e := range entries {
+			if e.State&netlink.NUD_PERMANENT == 0 {
+				continue
+			}
+			if err := netlink.NeighDel(&e); err != nil && !errors.Is(err, syscall.ENOENT) {
+				return fmt.Errorf("%s: remove %s: %w", link.Attrs().Name, e.HardwareAddr, err)
+			}
+		}
 	}
 	return nil
 }

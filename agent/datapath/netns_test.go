@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,7 +24,6 @@ import (
 // /run/netns), so it disappears when the test closes it, or when the
 // process dies.
 type testNS struct {
-	t    testing.TB
 	name string // for messages only
 	h    netns.NsHandle
 }
@@ -62,13 +62,13 @@ func newTestNS(t testing.TB, name string) *testNS {
 	if r.err != nil {
 		t.Fatalf("create netns %s: %v", name, r.err)
 	}
-	n := &testNS{t: t, name: name, h: r.h}
+	n := &testNS{name: name, h: r.h}
 	t.Cleanup(func() { _ = r.h.Close() })
-	n.sysctl("net.ipv6.conf.all.disable_ipv6", "1")
-	n.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
-	n.sysctl("net.ipv4.conf.default.rp_filter", "1")
-	n.sysctl("net.ipv4.conf.all.rp_filter", "1")
-	n.run("ip", "link", "set", "lo", "up")
+	n.sysctl(t, "net.ipv6.conf.all.disable_ipv6", "1")
+	n.sysctl(t, "net.ipv6.conf.default.disable_ipv6", "1")
+	n.sysctl(t, "net.ipv4.conf.default.rp_filter", "1")
+	n.sysctl(t, "net.ipv4.conf.all.rp_filter", "1")
+	n.run(t, "ip", "link", "set", "lo", "up")
 	return n
 }
 
@@ -89,34 +89,34 @@ func (n *testNS) tryRun(args ...string) (string, error) {
 
 // run runs a command inside the namespace and fails the test if it
 // fails.
-func (n *testNS) run(args ...string) string {
-	n.t.Helper()
+func (n *testNS) run(t testing.TB, args ...string) string {
+	t.Helper()
 	out, err := n.tryRun(args...)
 	if err != nil {
-		n.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return out
 }
 
 // runStdin runs a command inside the namespace with stdin.
-func (n *testNS) runStdin(stdin string, args ...string) {
-	n.t.Helper()
+func (n *testNS) runStdin(t testing.TB, stdin string, args ...string) {
+	t.Helper()
 	cmd := exec.Command("nsenter", append([]string{"--net=" + n.path(), "--"}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		n.t.Fatalf("%s in %s: %v\n%s", strings.Join(args, " "), n.name, err, out)
+		t.Fatalf("%s in %s: %v\n%s", strings.Join(args, " "), n.name, err, out)
 	}
 }
 
-func (n *testNS) sysctl(key, value string) {
-	n.t.Helper()
-	n.run("sysctl", "-q", "-w", key+"="+value)
+func (n *testNS) sysctl(t testing.TB, key, value string) {
+	t.Helper()
+	n.run(t, "sysctl", "-q", "-w", key+"="+value)
 }
 
 // readSysctl reads a sysctl of the namespace.
-func (n *testNS) readSysctl(key string) string {
-	n.t.Helper()
-	return strings.TrimSpace(n.run("sysctl", "-n", key))
+func (n *testNS) readSysctl(t testing.TB, key string) string {
+	t.Helper()
+	return strings.TrimSpace(n.run(t, "sysctl", "-n", key))
 }
 
 // do runs fn on a fresh OS thread inside the namespace and returns its
@@ -138,22 +138,22 @@ func (n *testNS) do(fn func() error) error {
 }
 
 // must runs fn in the namespace and fails the test on error.
-func (n *testNS) must(what string, fn func() error) {
-	n.t.Helper()
+func (n *testNS) must(t testing.TB, what string, fn func() error) {
+	t.Helper()
 	if err := n.do(fn); err != nil {
-		n.t.Fatalf("%s in %s: %v", what, n.name, err)
+		t.Fatalf("%s in %s: %v", what, n.name, err)
 	}
 }
 
 // netlink returns a netlink handle bound to the namespace, for setting
 // the topology up from the test's goroutine.
-func (n *testNS) netlink() *netlink.Handle {
-	n.t.Helper()
+func (n *testNS) netlink(t testing.TB) *netlink.Handle {
+	t.Helper()
 	h, err := netlink.NewHandleAt(n.h)
 	if err != nil {
-		n.t.Fatalf("netlink handle in %s: %v", n.name, err)
+		t.Fatalf("netlink handle in %s: %v", n.name, err)
 	}
-	n.t.Cleanup(h.Close)
+	t.Cleanup(h.Close)
 	return h
 }
 
@@ -166,18 +166,18 @@ func veth(t testing.TB, a *testNS, aName string, b *testNS, bName string) {
 		PeerName:      bName,
 		PeerNamespace: netlink.NsFd(int(b.h)),
 	}
-	if err := a.netlink().LinkAdd(v); err != nil {
+	if err := a.netlink(t).LinkAdd(v); err != nil {
 		t.Fatalf("veth %s/%s - %s/%s: %v", a.name, aName, b.name, bName, err)
 	}
-	a.run("ip", "link", "set", aName, "mtu", "1500", "up")
-	b.run("ip", "link", "set", bName, "mtu", "1500", "up")
+	a.run(t, "ip", "link", "set", aName, "mtu", "1500", "up")
+	b.run(t, "ip", "link", "set", bName, "mtu", "1500", "up")
 }
 
 // links returns the names of the namespace's links.
-func (n *testNS) links() []string {
-	n.t.Helper()
+func (n *testNS) links(t testing.TB) []string {
+	t.Helper()
 	var names []string
-	for _, line := range strings.Split(strings.TrimSpace(n.run("ip", "-o", "link", "show")), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(n.run(t, "ip", "-o", "link", "show")), "\n") {
 		// "7: nsg1: <BROADCAST,…" or "8: eth0@if9: <…"
 		f := strings.Fields(line)
 		if len(f) > 1 {
@@ -191,17 +191,17 @@ func (n *testNS) links() []string {
 // the ip CLI, not with the code under test).
 type linkStats struct{ RxPackets, TxPackets, TxBytes uint64 }
 
-func (n *testNS) stats(link string) linkStats {
-	n.t.Helper()
+func (n *testNS) stats(t testing.TB, link string) linkStats {
+	t.Helper()
 	var out []struct {
 		Stats64 struct {
-			Rx struct{ Packets uint64 } `json:"rx"`
+			Rx struct{ Packets uint64 }        `json:"rx"`
 			Tx struct{ Packets, Bytes uint64 } `json:"tx"`
 		} `json:"stats64"`
 	}
-	raw := n.run("ip", "-j", "-s", "link", "show", "dev", link)
+	raw := n.run(t, "ip", "-j", "-s", "link", "show", "dev", link)
 	if err := json.Unmarshal([]byte(raw), &out); err != nil || len(out) != 1 {
-		n.t.Fatalf("%s: counters of %s: %v\n%s", n.name, link, err, raw)
+		t.Fatalf("%s: counters of %s: %v\n%s", n.name, link, err, raw)
 	}
 	s := out[0].Stats64
 	return linkStats{RxPackets: s.Rx.Packets, TxPackets: s.Tx.Packets, TxBytes: s.Tx.Bytes}
@@ -211,10 +211,10 @@ var tableRE = regexp.MustCompile(`\btable (\d+)\b`)
 
 // policyRoutes lists the IPv4 routes of the namespace that live in a
 // table nsegress may own (20001..24095), as `ip route` prints them.
-func (n *testNS) policyRoutes() []string {
-	n.t.Helper()
+func (n *testNS) policyRoutes(t testing.TB) []string {
+	t.Helper()
 	var out []string
-	for _, line := range strings.Split(n.run("ip", "-4", "route", "show", "table", "all"), "\n") {
+	for _, line := range strings.Split(n.run(t, "ip", "-4", "route", "show", "table", "all"), "\n") {
 		m := tableRE.FindStringSubmatch(line)
 		if m == nil {
 			continue
@@ -227,10 +227,10 @@ func (n *testNS) policyRoutes() []string {
 }
 
 // tableRoutesCLI lists the routes of one table, as `ip route` prints them.
-func (n *testNS) tableRoutesCLI(table int) []string {
-	n.t.Helper()
+func (n *testNS) tableRoutesCLI(t testing.TB, table int) []string {
+	t.Helper()
 	var out []string
-	for _, line := range strings.Split(strings.TrimSpace(n.run("ip", "-4", "route", "show", "table", strconv.Itoa(table))), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(n.run(t, "ip", "-4", "route", "show", "table", strconv.Itoa(table))), "\n") {
 		if line = strings.TrimSpace(line); line != "" {
 			out = append(out, line)
 		}
@@ -239,22 +239,24 @@ func (n *testNS) tableRoutesCLI(table int) []string {
 }
 
 // nsegressRules lists the IPv4 rules at nsegress's priority.
-func (n *testNS) nsegressRules() []string {
-	n.t.Helper()
+func (n *testNS) nsegressRules(t testing.TB) []string {
+	t.Helper()
 	var out []string
-	for _, line := range strings.Split(n.run("ip", "-4", "rule", "show"), "\n") {
+	for _, line := range strings.Split(n.run(t, "ip", "-4", "rule", "show"), "\n") {
 		if strings.HasPrefix(line, strconv.Itoa(RulePriority)+":") {
 			out = append(out, strings.TrimSpace(line))
 		}
 	}
+	// Rules of one priority are listed in the order they were added.
+	slices.Sort(out)
 	return out
 }
 
 // addrs lists the IPv4 addresses of a link.
-func (n *testNS) addrs(link string) []netip.Addr {
-	n.t.Helper()
+func (n *testNS) addrs(t testing.TB, link string) []netip.Addr {
+	t.Helper()
 	var out []netip.Addr
-	for _, f := range strings.Fields(n.run("ip", "-4", "-o", "addr", "show", "dev", link)) {
+	for _, f := range strings.Fields(n.run(t, "ip", "-4", "-o", "addr", "show", "dev", link)) {
 		if p, err := netip.ParsePrefix(f); err == nil {
 			out = append(out, p.Addr())
 		}
@@ -266,18 +268,18 @@ func (n *testNS) addrs(link string) []netip.Addr {
 // policy route or nft table.
 func (n *testNS) expectClean(t testing.TB) {
 	t.Helper()
-	for _, l := range n.links() {
+	for _, l := range n.links(t) {
 		if strings.HasPrefix(l, DevicePrefix) {
 			t.Errorf("%s: link %s remains", n.name, l)
 		}
 	}
-	if r := n.nsegressRules(); len(r) != 0 {
+	if r := n.nsegressRules(t); len(r) != 0 {
 		t.Errorf("%s: rules at priority %d remain: %q", n.name, RulePriority, r)
 	}
-	if r := n.policyRoutes(); len(r) != 0 {
+	if r := n.policyRoutes(t); len(r) != 0 {
 		t.Errorf("%s: policy routes remain: %q", n.name, r)
 	}
-	if out := n.run("nft", "list", "tables"); strings.Contains(out, "table ip nsegress") {
+	if out := n.run(t, "nft", "list", "tables"); strings.Contains(out, "table ip nsegress") {
 		t.Errorf("%s: the nsegress nft table remains:\n%s", n.name, out)
 	}
 }

@@ -427,6 +427,8 @@ func (r *Role) saveHeld(ips []netip.Addr) error {
 	}
 	prev, _ := LoadHeld(r.cfg.StateDir)
 	all := append(slices.Clone(ips), prev...)
+	slices.SortFunc(all, func(a, b netip.Addr) int { return a.Compare(b) })
+	all = slices.Compact(all)
 	b, _ := json.Marshal(all)
 	if err := os.WriteFile(r.heldFile(), b, 0o600); err != nil {
 		return fmt.Errorf("record floating IPs: %w", err)

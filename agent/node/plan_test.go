@@ -40,7 +40,7 @@ func k8sNode(name string, typeAddr ...string) *corev1.Node {
 // node with no usable IPv4 InternalIP (it must not become a tunnel peer).
 func testNodes() map[string]*corev1.Node {
 	return map[string]*corev1.Node{
-		thisNode:       k8sNode(thisNode, string(corev1.NodeInternalIP), "10.0.0.11"),
+		thisNode:   k8sNode(thisNode, string(corev1.NodeInternalIP), "10.0.0.11"),
 		"gw-1":     k8sNode("gw-1", string(corev1.NodeExternalIP), "192.0.2.1", string(corev1.NodeInternalIP), "10.0.0.21"),
 		"gw-2":     k8sNode("gw-2", string(corev1.NodeInternalIP), "10.0.0.3"),
 		"v6-only":  k8sNode("v6-only", string(corev1.NodeInternalIP), "fd00::5"),
