@@ -2,11 +2,9 @@ package nft
 
 import (
 	"flag"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -17,47 +15,20 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-// newNetNS creates a network namespace for t and returns a handle to it;
-// the namespace disappears when t ends (the handle is its last
-// reference). The namespace is created on a dedicated thread that dies
-// with its goroutine, so no goroutine of the test ever runs in it and
-// the machine's namespace is never touched.
-func newNetNS(t testing.TB) netns.NsHandle {
-	t.Helper()
-	type result struct {
-		ns  netns.NsHandle
-		err error
-	}
-	ch := make(chan result)
-	go func() {
-		// Never unlocked: the thread exits with the goroutine, whatever
-		// namespace it is left in.
-		runtime.LockOSThread()
-		ns, err := netns.New()
-		ch <- result{ns, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("create netns: %v", r.err)
-	}
-	t.Cleanup(func() { _ = r.ns.Close() })
-	return r.ns
-}
+// newNetNS creates a throwaway network namespace for t.
+func newNetNS(t testing.TB) netns.NsHandle { return privtest.NewNetNS(t) }
 
-// nsPath names ns without naming it in /run/netns: the handle's fd.
-func nsPath(ns netns.NsHandle) string {
-	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(ns))
-}
+// nsPath names ns without naming it in /run/netns.
+func nsPath(ns netns.NsHandle) string { return privtest.NetNSPath(ns) }
 
 // runIn runs a command inside ns and returns its output.
 func runIn(t testing.TB, ns netns.NsHandle, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("nsenter", append([]string{"--net=" + nsPath(ns), "--"}, args...)...)
-	out, err := cmd.CombinedOutput()
+	out, err := privtest.RunIn(ns, "", args...)
 	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
 // newTestTable opens the nsegress table in a fresh netns.

@@ -26,10 +26,10 @@ import (
 	"github.com/nsegress/nsegress/api/v1alpha1"
 )
 
-// The resources the controller reads and whose status it writes.
+// The resources read (and, by the controller, whose status is written).
 var (
-	policiesGVR = v1alpha1.SchemeGroupVersion.WithResource("egressnatpolicies")
-	groupsGVR   = v1alpha1.SchemeGroupVersion.WithResource("networkgatewaygroups")
+	policiesGVR = v1alpha1.EgressNATPoliciesResource
+	groupsGVR   = v1alpha1.NetworkGatewayGroupsResource
 )
 
 // reconciler turns the informers' caches into statuses: read everything,

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
@@ -47,23 +46,8 @@ func requireNetNS(t testing.TB) {
 // rp_filter is strict by default for every link that will appear in it.
 func newTestNS(t testing.TB, name string) *testNS {
 	t.Helper()
-	type result struct {
-		h   netns.NsHandle
-		err error
-	}
-	ch := make(chan result)
-	go func() {
-		// Never unlocked: the thread exits with the goroutine.
-		runtime.LockOSThread()
-		h, err := netns.New()
-		ch <- result{h, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("create netns %s: %v", name, r.err)
-	}
-	n := &testNS{name: name, h: r.h}
-	t.Cleanup(func() { _ = r.h.Close() })
+	h := privtest.NewNetNS(t)
+	n := &testNS{name: name, h: h}
 	n.sysctl(t, "net.ipv6.conf.all.disable_ipv6", "1")
 	n.sysctl(t, "net.ipv6.conf.default.disable_ipv6", "1")
 	n.sysctl(t, "net.ipv4.conf.default.rp_filter", "1")
@@ -72,19 +56,13 @@ func newTestNS(t testing.TB, name string) *testNS {
 	return n
 }
 
-// path names the namespace for nsenter without giving it a name.
-func (n *testNS) path() string {
-	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(n.h))
-}
-
 // tryRun runs a command inside the namespace.
 func (n *testNS) tryRun(args ...string) (string, error) {
-	cmd := exec.Command("nsenter", append([]string{"--net=" + n.path(), "--"}, args...)...)
-	out, err := cmd.CombinedOutput()
+	out, err := privtest.RunIn(n.h, "", args...)
 	if err != nil {
-		return string(out), fmt.Errorf("%s in %s: %w\n%s", strings.Join(args, " "), n.name, err, out)
+		return out, fmt.Errorf("in %s: %w", n.name, err)
 	}
-	return string(out), nil
+	return out, nil
 }
 
 // run runs a command inside the namespace and fails the test if it
@@ -101,10 +79,8 @@ func (n *testNS) run(t testing.TB, args ...string) string {
 // runStdin runs a command inside the namespace with stdin.
 func (n *testNS) runStdin(t testing.TB, stdin string, args ...string) {
 	t.Helper()
-	cmd := exec.Command("nsenter", append([]string{"--net=" + n.path(), "--"}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s in %s: %v\n%s", strings.Join(args, " "), n.name, err, out)
+	if _, err := privtest.RunIn(n.h, stdin, args...); err != nil {
+		t.Fatalf("in %s: %v", n.name, err)
 	}
 }
 

@@ -37,9 +37,10 @@ import (
 	"github.com/nsegress/nsegress/plugin"
 )
 
+// The resources read (and, by the controller, whose status is written).
 var (
-	policiesGVR = v1alpha1.SchemeGroupVersion.WithResource("egressnatpolicies")
-	groupsGVR   = v1alpha1.SchemeGroupVersion.WithResource("networkgatewaygroups")
+	policiesGVR = v1alpha1.EgressNATPoliciesResource
+	groupsGVR   = v1alpha1.NetworkGatewayGroupsResource
 )
 
 // Config is what the node role needs.

@@ -24,6 +24,13 @@ var (
 	AddToScheme = SchemeBuilder.AddToScheme
 )
 
+// The resources of this version, as dynamic clients and informers name
+// them.
+var (
+	EgressNATPoliciesResource    = SchemeGroupVersion.WithResource("egressnatpolicies")
+	NetworkGatewayGroupsResource = SchemeGroupVersion.WithResource("networkgatewaygroups")
+)
+
 // Kind returns the group-qualified kind for an unqualified kind name.
 func Kind(kind string) schema.GroupKind {
 	return SchemeGroupVersion.WithKind(kind).GroupKind()
