@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,6 +44,9 @@ type PodRecord struct {
 	// empty and 0 when none selected it.
 	Policy   string `json:"policy,omitempty"`
 	TunnelID uint16 `json:"tunnelID,omitempty"`
+	// Added is when ADD wrote the record. The agent uses it to tell a pod
+	// its informer has not seen yet from one whose DEL never came.
+	Added time.Time `json:"added"`
 }
 
 // key is the record's file name, the same pair that keys its nft element.

@@ -87,7 +87,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	rec := PodRecord{ContainerID: args.ContainerID, IfName: args.IfName, Namespace: namespace, Name: pod, IP: ip, HostIf: hostIf}
+	rec := PodRecord{ContainerID: args.ContainerID, IfName: args.IfName, Namespace: namespace, Name: pod, IP: ip, HostIf: hostIf, Added: time.Now()}
 	if policy != nil {
 		rec.Policy = policy.Name
 		rec.TunnelID = uint16(policy.Status.TunnelID)

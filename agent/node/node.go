@@ -43,6 +43,11 @@ var (
 	groupsGVR   = v1alpha1.NetworkGatewayGroupsResource
 )
 
+// UnknownPodGrace is how long a pod record whose pod the agent's informer
+// does not know keeps its element: long enough for any watch lag, short
+// enough that a lost DEL leaves no element behind for good.
+const UnknownPodGrace = 2 * time.Minute
+
 // Config is what the node role needs.
 type Config struct {
 	Client   kubernetes.Interface
@@ -349,26 +354,35 @@ func (r *Role) applyNFT(v view, state nft.State) error {
 	if err != nil {
 		return err
 	}
+	state.Pods = r.desiredPods(v, recs, current, state.Policies, time.Now())
+	return t.Apply(state)
+}
+
+// desiredPods is the pods map the node should have: each recorded pod on
+// the policy that governs it now.
+func (r *Role) desiredPods(v view, recs []plugin.PodRecord, current map[nft.PodKey]uint16, policies []nft.Policy, now time.Time) map[nft.PodKey]uint16 {
 	ids := map[uint16]bool{}
-	for _, p := range state.Policies {
+	for _, p := range policies {
 		ids[p.ID] = true
 	}
-	state.Pods = map[nft.PodKey]uint16{}
+	pods := map[nft.PodKey]uint16{}
 	for _, rec := range recs {
 		k := nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}
 		id, ok := r.podPolicy(v, rec)
 		if !ok {
-			// Labels not seen yet: keep what ADD programmed.
-			if cur, has := current[k]; has && ids[cur] {
-				state.Pods[k] = cur
+			// Labels not seen yet: keep what ADD programmed, unless the
+			// pod has been unknown for so long that its DEL was lost
+			// (a node crash, a runtime that forgot it).
+			if cur, has := current[k]; has && ids[cur] && now.Sub(rec.Added) < UnknownPodGrace {
+				pods[k] = cur
 			}
 			continue
 		}
 		if id != 0 && ids[id] {
-			state.Pods[k] = id
+			pods[k] = id
 		}
 	}
-	return t.Apply(state)
+	return pods
 }
 
 // podPolicy is the tunnel ID of the policy that governs a recorded pod

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -409,5 +410,32 @@ func TestHeldFloatingIPsAccumulateForUninstall(t *testing.T) {
 		if !slices.Contains(got, want) {
 			t.Errorf("LoadHeld = %v, missing %s", got, want)
 		}
+	}
+}
+
+func TestDesiredPodsFollowPoliciesAndForgetPodsWhoseDELWasLost(t *testing.T) {
+	now := time.Now()
+	v := view{
+		nodes:    testNodes(),
+		policies: []v1alpha1.EgressNATPolicy{policy("purple", 7, selectingTeam("purple"))},
+		nss:      map[string]map[string]string{"purple": {"team": "purple"}, "plain": {}},
+		pods:     map[string]map[string]string{"purple/a": {}, "plain/b": {}},
+	}
+	rec := func(ns, name, ip string, added time.Time) plugin.PodRecord {
+		return plugin.PodRecord{Namespace: ns, Name: name, IP: netip.MustParseAddr(ip), HostIf: "veth-" + ip, Added: added}
+	}
+	key := func(ip string) nft.PodKey { return nft.PodKey{IP: netip.MustParseAddr(ip), HostIf: "veth-" + ip} }
+	recs := []plugin.PodRecord{
+		rec("purple", "a", "198.18.1.2", now),                       // selected
+		rec("plain", "b", "198.18.1.3", now),                        // not selected
+		rec("purple", "new", "198.18.1.4", now.Add(-time.Second)),   // informer has not seen it yet
+		rec("purple", "gone", "198.18.1.5", now.Add(-time.Hour)),    // DEL never came
+		rec("purple", "moved", "198.18.1.6", now.Add(-time.Minute)), // labels unknown, element of a removed policy
+	}
+	current := map[nft.PodKey]uint16{key("198.18.1.4"): 7, key("198.18.1.5"): 7, key("198.18.1.6"): 9}
+	got := testRole().desiredPods(v, recs, current, []nft.Policy{{ID: 7}}, now)
+	want := map[nft.PodKey]uint16{key("198.18.1.2"): 7, key("198.18.1.4"): 7}
+	if !maps.Equal(got, want) {
+		t.Errorf("desired pods = %v, want %v", got, want)
 	}
 }
