@@ -286,6 +286,33 @@ func TestSeedScenario(t *testing.T) {
 		}
 	})
 
+	t.Run("labelling a running pod moves it into the policy and back", func(t *testing.T) {
+		p := others[0] // purple/unselected, left out by purple's podSelector
+		reach := func() (string, error) {
+			return execIn(ctx, c, p.ns, p.name, "/labbox", "get", "-timeout", "1s", backends[0].URL())
+		}
+		label := func(v string) {
+			t.Helper()
+			if out, err := kubectl(ctx, c, "", "label", "pod", "-n", p.ns, p.name, "egress"+v, "--overwrite"); err != nil {
+				t.Fatalf("kubectl label: %v\n%s", err, out)
+			}
+		}
+		label("=onprem")
+		waitUntil(t, 20*time.Second, "purple/unselected reaching backend 1 once labelled", func() bool {
+			out, err := reach()
+			return err == nil && out == lab.FloatingIPs[0].String()
+		})
+		label("-")
+		waitUntil(t, 20*time.Second, "purple/unselected blocked again once unlabelled", func() bool {
+			_, err := reach()
+			return err != nil
+		})
+		got, err := cs.CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
+		if err != nil || got.Status.ContainerStatuses[0].RestartCount != 0 || got.Status.PodIP != running[3].Status.PodIP {
+			t.Errorf("purple/unselected was restarted or replaced: %v", err)
+		}
+	})
+
 	t.Run("deleting every pod leaves no per-pod element", func(t *testing.T) {
 		deleteAll(t, cs, append(seedTeams, "plain"))
 		for _, n := range c.Nodes() {

@@ -74,7 +74,12 @@ func lookupAPI(ctx context.Context, kubeconfig, namespace, pod string) (View, er
 		errs[2] = get("/apis/"+v1alpha1.SchemeGroupVersion.String()+"/egressnatpolicies", &policies)
 	}()
 	wg.Wait()
-	if errs[2] != nil {
+	switch {
+	case errors.Is(errs[2], errNotFound):
+		// The CRDs are not installed (or being removed with nsegress):
+		// no policy can select the pod.
+		policies.Items = nil
+	case errs[2] != nil:
 		return View{}, errs[2]
 	}
 	v := View{NamespaceLabels: nonNil(ns.Labels), Policies: policies.Items, Source: "API server"}

@@ -74,6 +74,7 @@ func (f *fakeTable) Close() error { return nil }
 
 // fakeAPI serves the three reads ADD makes.
 type fakeAPI struct {
+	noCRDs     bool
 	namespaces map[string]map[string]string
 	pods       map[string]map[string]string // ns/name -> labels
 	policies   []v1alpha1.EgressNATPolicy
@@ -90,6 +91,10 @@ func (a *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var obj any
 	switch {
 	case r.URL.Path == "/apis/nsegress.io/v1alpha1/egressnatpolicies":
+		if a.noCRDs {
+			http.NotFound(w, r)
+			return
+		}
 		obj = v1alpha1.EgressNATPolicyList{Items: a.policies}
 	case len(parts) == 4 && parts[2] == "namespaces":
 		l, ok := a.namespaces[parts[3]]
@@ -248,6 +253,17 @@ func TestAddLeavesUnselectedPodsAlone(t *testing.T) {
 	a := &skel.CmdArgs{ContainerID: "x", IfName: "eth0", StdinData: e.conf("1.0.0", "198.18.1.10", true)}
 	if _, _, err := testutils.CmdAddWithArgs(a, func() error { return cmdAdd(a) }); err != nil {
 		t.Errorf("ADD without K8S_POD_*: %v", err)
+	}
+}
+
+func TestAddWithoutTheCRDsPassesPodsThrough(t *testing.T) {
+	e := newEnv(t)
+	e.api.noCRDs = true // nsegress's CRDs not installed, or being removed
+	if _, err := e.add("c1", "purple", "p1", "198.18.1.5"); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	if len(e.table.pods) != 0 {
+		t.Errorf("pods programmed without any policy: %v", e.table.pods)
 	}
 }
 
