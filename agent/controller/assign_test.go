@@ -190,7 +190,7 @@ func TestAssignPolicies(t *testing.T) {
 			},
 		},
 		{
-			name: "a duplicate tunnel ID stays with the older policy; the newer gets the smallest free",
+			name: "a duplicate tunnel ID stays with the older policy; the newer gets the next one up",
 			policies: []v1alpha1.EgressNATPolicy{
 				policy("newer", 9, tunnel(1)),
 				policy("older", 0, tunnel(1)),
@@ -203,7 +203,7 @@ func TestAssignPolicies(t *testing.T) {
 			},
 		},
 		{
-			name: "new tunnel IDs fill the gaps, smallest first",
+			name: "new tunnel IDs count up from the highest in use: a deleted policy's gap is not reused at once",
 			policies: []v1alpha1.EgressNATPolicy{
 				policy("a", 0, tunnel(1)),
 				policy("b", 1, tunnel(3)),
@@ -212,7 +212,20 @@ func TestAssignPolicies(t *testing.T) {
 			want: map[string]decided{
 				"a": {ip1, "gw-1", 1, ready},
 				"b": {ip2, "gw-2", 3, ready},
-				"c": {ip3, "gw-1", 2, ready},
+				"c": {ip3, "gw-1", 4, ready},
+			},
+		},
+		{
+			name: "at the top of the range new tunnel IDs wrap to the smallest free",
+			policies: []v1alpha1.EgressNATPolicy{
+				policy("a", 0, tunnel(2)),
+				policy("b", 1, tunnel(4095)),
+				policy("c", 2),
+			},
+			want: map[string]decided{
+				"a": {ip1, "gw-1", 2, ready},
+				"b": {ip2, "gw-2", 4095, ready},
+				"c": {ip3, "gw-1", 1, ready},
 			},
 		},
 		{

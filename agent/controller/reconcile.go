@@ -62,15 +62,9 @@ func (r *reconciler) reconcile(ctx context.Context) error {
 	out := Assign(snap.in, metav1.NewTime(r.now()).Rfc3339Copy())
 
 	var errs []error
-	for _, p := range snap.in.Policies {
-		want := out.Policies[p.Name]
-		if equality.Semantic.DeepEqual(p.Status, want) {
-			continue
-		}
-		if err := r.writePolicy(ctx, snap.policies[p.Name], want); err != nil {
-			errs = append(errs, fmt.Errorf("write status of EgressNATPolicy %s: %w", p.Name, err))
-		}
-	}
+	// Groups first: a node holds floating IPs by the group's status and
+	// SNATs by the policy's, so a gateway must hold an egress IP before a
+	// policy names it as its gateway.
 	for _, g := range snap.in.Groups {
 		key := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
 		want := out.Groups[key]
@@ -79,6 +73,15 @@ func (r *reconciler) reconcile(ctx context.Context) error {
 		}
 		if err := r.writeGroup(ctx, snap.groups[key], want); err != nil {
 			errs = append(errs, fmt.Errorf("write status of NetworkGatewayGroup %s: %w", key, err))
+		}
+	}
+	for _, p := range snap.in.Policies {
+		want := out.Policies[p.Name]
+		if equality.Semantic.DeepEqual(p.Status, want) {
+			continue
+		}
+		if err := r.writePolicy(ctx, snap.policies[p.Name], want); err != nil {
+			errs = append(errs, fmt.Errorf("write status of EgressNATPolicy %s: %w", p.Name, err))
 		}
 	}
 	return errors.Join(errs...)

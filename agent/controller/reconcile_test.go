@@ -189,7 +189,8 @@ func TestReconcileWritesStatusesThenNothing(t *testing.T) {
 	if g.Spec.NodeSelector == nil || len(g.Spec.FloatingIPs) != 3 {
 		t.Errorf("writing the status changed the spec: %+v", g.Spec)
 	}
-	wantWrites := "[egressnatpolicies/status green egressnatpolicies/status purple networkgatewaygroups/status onprem]"
+	// Groups first: a gateway holds an egress IP before a policy names it.
+	wantWrites := "[networkgatewaygroups/status onprem egressnatpolicies/status green egressnatpolicies/status purple]"
 	if got := fmt.Sprint(f.writes()); got != wantWrites {
 		t.Errorf("writes = %s, want %s", got, wantWrites)
 	}

@@ -9,10 +9,14 @@ const maxTunnelID = 4095
 
 // assignTunnelIDs gives every policy, Ready or not, a tunnel ID: nodes need
 // it even to drop a fail-closed policy's traffic. A policy keeps the ID it
-// has unless an older policy has the same one; the others get the smallest
-// free IDs, oldest first. Keeping runs over all policies before any new ID
-// is handed out, so that an older policy without an ID never takes the one
-// a newer policy already uses. An ID of 0 means none was free.
+// has unless an older policy has the same one; the others get new IDs,
+// oldest first, counting up from the highest ID in use and wrapping to the
+// smallest free one only when the range is exhausted: a deleted policy's
+// ID is not handed out again at once, while nodes that have not seen the
+// deletion yet still steer its pods with it. Keeping runs over all
+// policies before any new ID is handed out, so that an older policy
+// without an ID never takes the one a newer policy already uses. An ID of
+// 0 means none was free.
 func assignTunnelIDs(policies []*v1alpha1.EgressNATPolicy) map[string]int32 {
 	ids := make(map[string]int32, len(policies))
 	used := make(map[int32]bool, len(policies))
@@ -23,9 +27,15 @@ func assignTunnelIDs(policies []*v1alpha1.EgressNATPolicy) map[string]int32 {
 		}
 	}
 	next := int32(1)
+	for id := range used {
+		next = max(next, id+1)
+	}
 	for _, p := range policies {
 		if _, kept := ids[p.Name]; kept {
 			continue
+		}
+		if next > maxTunnelID || used[next] {
+			next = 1 // the range is exhausted: the smallest free ID
 		}
 		for next <= maxTunnelID && used[next] {
 			next++
@@ -36,6 +46,7 @@ func assignTunnelIDs(policies []*v1alpha1.EgressNATPolicy) map[string]int32 {
 		}
 		ids[p.Name] = next
 		used[next] = true
+		next++
 	}
 	return ids
 }

@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -77,7 +78,7 @@ type Role struct {
 	pods       cache.SharedIndexInformer
 	lastSnap   []byte
 	lastHeld   []netip.Addr
-	programmed bool
+	programmed atomic.Bool
 }
 
 // New prepares the role; Run starts it.
@@ -123,7 +124,7 @@ func (r *Role) Kick() {
 }
 
 // Programmed says whether a reconcile has succeeded.
-func (r *Role) Programmed() bool { return r.programmed }
+func (r *Role) Programmed() bool { return r.programmed.Load() }
 
 // Run reconciles on every change and every resync until ctx ends.
 func (r *Role) Run(ctx context.Context) error {
@@ -142,7 +143,7 @@ func (r *Role) Run(ctx context.Context) error {
 			backoff = min(max(2*backoff, 200*time.Millisecond), 10*time.Second)
 		} else {
 			backoff = 0
-			r.programmed = true
+			r.programmed.Store(true)
 		}
 		var retry <-chan time.Time
 		if backoff > 0 {
@@ -281,6 +282,10 @@ func (r *Role) plan(v view, nodeIP netip.Addr, uplink string, mtu int) (datapath
 		plan.Tunnels = append(plan.Tunnels, t)
 		state.Policies = append(state.Policies, np)
 	}
+	// Whatever this node held before and no group gives it now is
+	// released too, also when the group no longer lists the IP.
+	held, _ := LoadHeld(r.cfg.StateDir)
+	plan.ReleasedIPs = append(plan.ReleasedIPs, held...)
 	for _, g := range v.groups {
 		for _, s := range g.Spec.FloatingIPs {
 			ip, err := netip.ParseAddr(s)
