@@ -23,7 +23,9 @@ type current struct {
 // Apply makes the table match s in one transaction: if it fails, nothing
 // changed. Chains and the sets it owns are flushed and refilled; the pods
 // map is changed by a diff against its current content, so a pod that
-// stays is never absent, and Apply of an unchanged State changes nothing.
+// stays is never absent and Apply of an unchanged State touches no pod
+// element (its rules and sets are rewritten, atomically, to the same
+// content).
 // Objects of policies no longer in s are deleted, after the elements
 // that jump to them.
 func (t *Table) Apply(s State) error {

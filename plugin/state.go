@@ -57,9 +57,22 @@ func recordKey(ip netip.Addr, hostIf string) string { return ip.String() + "_" +
 // State is the node's state directory.
 type State struct{ Dir string }
 
+// LockWait bounds how long a verb waits for the node's state lock, so
+// that a hung agent or plugin cannot hold ADD past its 2 s bound.
+const LockWait = 500 * time.Millisecond
+
+// ErrLockBusy: the state lock stayed taken for LockWait.
+var ErrLockBusy = errors.New("the node's nsegress state lock stayed busy")
+
 // Lock takes the node-wide lock that orders record and nft map changes
-// between concurrent plugin calls and the agent. unlock releases it.
+// between concurrent plugin calls and the agent, waiting at most
+// LockWait. unlock releases it.
 func (s State) Lock() (unlock func(), err error) {
+	return s.LockWithin(LockWait)
+}
+
+// LockWithin is Lock with its own bound (the agent waits longer).
+func (s State) LockWithin(wait time.Duration) (unlock func(), err error) {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir %s: %w", s.Dir, err)
 	}
@@ -67,17 +80,22 @@ func (s State) Lock() (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)
 	}
+	deadline := time.Now().Add(wait)
 	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if !errors.Is(err, unix.EINTR) {
-			break
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
 		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w for %s", f.Name(), ErrLockBusy, wait)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
-	}
-	return func() { f.Close() }, nil
 }
 
 // Save writes r and the container's index to it. Call with the lock held.

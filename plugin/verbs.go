@@ -83,9 +83,15 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	lookup := time.Since(lookupStart)
-	hostIf, err := HostInterface(ip)
-	if err != nil {
+	hostIf, err := HostInterface(ip, conf.PrevResult)
+	if err != nil && policy != nil {
 		return err
+	}
+	if err != nil {
+		// A pod no policy selects starts whatever the route says; its
+		// record names the route's device for a later policy, which the
+		// agent then programs only if the device is right.
+		log.Warn("ADD: host interface not confirmed", "pod", namespace+"/"+pod, "error", err)
 	}
 	rec := PodRecord{ContainerID: args.ContainerID, IfName: args.IfName, Namespace: namespace, Name: pod, IP: ip, HostIf: hostIf, Added: time.Now()}
 	if policy != nil {
@@ -150,21 +156,30 @@ func programmable(p *v1alpha1.EgressNATPolicy) bool {
 func program(st State, rec PodRecord) error {
 	unlock, err := st.Lock()
 	if err != nil {
-		return types.NewError(types.ErrInternal, "nsegress: "+err.Error(), "")
+		return types.NewError(types.ErrTryAgainLater, "nsegress: "+err.Error(), "")
 	}
 	defer unlock()
 	if err := st.Save(rec); err != nil {
 		return types.NewError(types.ErrIOFailure, "nsegress: "+err.Error(), "")
 	}
-	if rec.TunnelID == 0 {
-		return nil
-	}
 	t, err := Datapath()
 	if err != nil {
+		if rec.TunnelID == 0 {
+			return nil // nothing to program, nothing to clear
+		}
 		return types.NewError(types.ErrInternal, "nsegress: open nftables: "+err.Error(), "")
 	}
 	defer t.Close()
-	err = t.AddPod(nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}, rec.TunnelID)
+	key := nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}
+	if rec.TunnelID == 0 {
+		// An element left under this key by an earlier pod whose DEL was
+		// lost must not steer this one.
+		if err := t.DelPod(key); err != nil {
+			return types.NewError(types.ErrInternal, "nsegress: clear a stale element: "+err.Error(), "")
+		}
+		return nil
+	}
+	err = t.AddPod(key, rec.TunnelID)
 	if errors.Is(err, nft.ErrPolicyNotProgrammed) {
 		return types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("nsegress: policy %s (tunnel ID %d) is not programmed on this node yet; the agent programs it", rec.Policy, rec.TunnelID), err.Error())
@@ -186,7 +201,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	st := State{Dir: conf.StateDir}
 	unlock, err := st.Lock()
 	if err != nil {
-		return types.NewError(types.ErrInternal, "nsegress: "+err.Error(), "")
+		return types.NewError(types.ErrTryAgainLater, "nsegress: "+err.Error(), "")
 	}
 	defer unlock()
 	rec, owned, err := st.ForContainer(args.ContainerID, args.IfName)
@@ -319,16 +334,40 @@ var HostInterface = hostInterface
 // the one the node routes the pod's address through (a ptp veth, a
 // Calico cali*, a bridge). It keys the pod's element together with the
 // address, so that another pod cannot borrow it by forging the address.
-func hostInterface(ip netip.Addr) (string, error) {
+// The route's device must be a host-side interface of the primary's
+// result, or the bridge one of them is a port of: otherwise the element
+// would never match (a primary that routes pods through a shared device,
+// or has not installed the pod's route yet) and the pod's traffic would
+// leave unmarked. The error is then "try again later".
+func hostInterface(ip netip.Addr, prev types.Result) (string, error) {
 	routes, err := netlink.RouteGet(net.IP(ip.AsSlice()))
 	if err != nil || len(routes) == 0 {
-		return "", types.NewError(types.ErrInternal, fmt.Sprintf("nsegress: no route to the pod's address %s on this node", ip), fmt.Sprint(err))
+		return "", types.NewError(types.ErrTryAgainLater, fmt.Sprintf("nsegress: no route to the pod's address %s on this node", ip), fmt.Sprint(err))
 	}
 	link, err := netlink.LinkByIndex(routes[0].LinkIndex)
 	if err != nil {
 		return "", types.NewError(types.ErrInternal, fmt.Sprintf("nsegress: interface towards %s", ip), err.Error())
 	}
-	return link.Attrs().Name, nil
+	name := link.Attrs().Name
+	res, err := current.NewResultFromResult(prev)
+	if err != nil {
+		return "", types.NewError(types.ErrDecodingFailure, "nsegress: convert prevResult", err.Error())
+	}
+	var hostSide []string
+	for _, iface := range res.Interfaces {
+		if iface.Sandbox != "" {
+			continue
+		}
+		hostSide = append(hostSide, iface.Name)
+		if iface.Name == name {
+			return name, nil
+		}
+		if l, err := netlink.LinkByName(iface.Name); err == nil && l.Attrs().MasterIndex == link.Attrs().Index {
+			return name, nil // a bridge port: packets arrive on the bridge
+		}
+	}
+	return name, types.NewError(types.ErrTryAgainLater,
+		fmt.Sprintf("nsegress: the node routes the pod's address %s through %s, which is none of the primary's host-side interfaces %v nor their bridge; nsegress cannot key the pod's packets", ip, name, hostSide), "")
 }
 
 // logger logs to the entry's logFile; a plugin's stderr is the runtime's.

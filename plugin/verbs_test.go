@@ -160,7 +160,7 @@ func newEnv(t *testing.T) *env {
 	e.writeKubeconfig(srv.URL)
 	prevTable, prevIf := Datapath, HostInterface
 	Datapath = func() (PodTable, error) { return e.table, nil }
-	HostInterface = func(ip netip.Addr) (string, error) { return "veth-" + ip.String(), nil }
+	HostInterface = func(ip netip.Addr, _ types.Result) (string, error) { return "veth-" + ip.String(), nil }
 	t.Cleanup(func() { Datapath, HostInterface = prevTable, prevIf })
 	return e
 }
@@ -473,5 +473,34 @@ func TestAddPassesThroughOlderSpecResults(t *testing.T) {
 	}
 	if err := cmdStatus(args("c", "plain", "p1", e.conf("1.1.0", "", false))); err != nil {
 		t.Errorf("STATUS: %v", err)
+	}
+}
+
+func TestAddAnswersCode11WhenTheStateLockStaysBusy(t *testing.T) {
+	e := newEnv(t)
+	unlock, err := State{Dir: filepath.Join(e.dir, "state")}.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	start := time.Now()
+	_, err = e.add("c1", "purple", "p1", "198.18.1.5")
+	if code := cniCode(t, err); code != types.ErrTryAgainLater {
+		t.Errorf("code = %d, want 11", code)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("ADD waited %s for the lock", d)
+	}
+}
+
+func TestAnUnselectedPodClearsAStaleElementUnderItsKey(t *testing.T) {
+	e := newEnv(t)
+	// An earlier pod with this address and interface, whose DEL was lost.
+	e.table.pods[key("198.18.1.9")] = 1
+	if _, err := e.add("c1", "plain", "p1", "198.18.1.9"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.table.pods[key("198.18.1.9")]; ok {
+		t.Errorf("the stale element still steers the new, unselected pod")
 	}
 }

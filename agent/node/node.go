@@ -341,7 +341,7 @@ func destinations(p v1alpha1.EgressNATPolicy) []netip.Prefix {
 // applyNFT computes the pods map from the plugin's records and applies the
 // whole table, under the state lock so that no ADD or DEL interleaves.
 func (r *Role) applyNFT(v view, state nft.State) error {
-	unlock, err := r.st.Lock()
+	unlock, err := r.st.LockWithin(10 * time.Second)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/nsegress/nsegress/agent/cniconf"
@@ -76,7 +77,15 @@ func parse(args []string) (string, options, error) {
 	fs.StringVar(&o.startupTaint, "startup-taint", os.Getenv("NSEGRESS_STARTUP_TAINT"), "a node taint key to remove once nsegress is chained (empty: none)")
 	fs.DurationVar(&o.resync, "resync", 30*time.Second, "how often to re-check the installation without a file event")
 	fs.StringVar(&o.uplink, "uplink", os.Getenv("NSEGRESS_UPLINK"), "the underlay interface (default: the one holding the node's InternalIP)")
-	port := fs.Uint("vxlan-port", datapath.DefaultPort, "the VXLAN UDP port of the policy tunnels (avoid 4789 and 8472, used by Calico, flannel and Cilium)")
+	defPort := uint64(datapath.DefaultPort)
+	if v := os.Getenv("NSEGRESS_VXLAN_PORT"); v != "" {
+		p, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || p == 0 {
+			return "", o, fmt.Errorf("NSEGRESS_VXLAN_PORT=%q is not a UDP port", v)
+		}
+		defPort = p
+	}
+	port := fs.Uint("vxlan-port", uint(defPort), "the VXLAN UDP port of the policy tunnels (avoid 4789 and 8472, used by Calico, flannel and Cilium)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return "", o, err
 	}

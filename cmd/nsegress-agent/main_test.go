@@ -26,3 +26,27 @@ func TestParseDefaultsAndErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestVXLANPortFromFlagOrEnvironment(t *testing.T) {
+	_, o, err := parse([]string{"run"})
+	if err != nil || o.vxlanPort != 8479 {
+		t.Fatalf("default port = %d, %v; want 8479", o.vxlanPort, err)
+	}
+	t.Setenv("NSEGRESS_VXLAN_PORT", "9000")
+	if _, o, err = parse([]string{"run"}); err != nil || o.vxlanPort != 9000 {
+		t.Errorf("port from NSEGRESS_VXLAN_PORT = %d, %v; want 9000", o.vxlanPort, err)
+	}
+	if _, o, err = parse([]string{"run", "-vxlan-port", "9100"}); err != nil || o.vxlanPort != 9100 {
+		t.Errorf("the flag wins over the environment: %d, %v", o.vxlanPort, err)
+	}
+	for _, bad := range []string{"0", "70000", "x"} {
+		t.Setenv("NSEGRESS_VXLAN_PORT", bad)
+		if _, _, err := parse([]string{"run"}); err == nil || !strings.Contains(err.Error(), "NSEGRESS_VXLAN_PORT") {
+			t.Errorf("NSEGRESS_VXLAN_PORT=%s: %v, want an error naming it", bad, err)
+		}
+	}
+	t.Setenv("NSEGRESS_VXLAN_PORT", "")
+	if _, _, err := parse([]string{"run", "-vxlan-port", "70000"}); err == nil {
+		t.Errorf("-vxlan-port 70000 accepted")
+	}
+}

@@ -1,0 +1,95 @@
+package plugin
+
+import (
+	"encoding/json"
+	"net/netip"
+	"runtime"
+	"testing"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netns"
+
+	"github.com/nsegress/nsegress/e2e/privtest"
+)
+
+// inNetNS runs f on a locked thread inside ns.
+func inNetNS(t *testing.T, ns netns.NsHandle, f func() error) error {
+	t.Helper()
+	done := make(chan error)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := netns.Set(ns); err != nil {
+			done <- err
+			return
+		}
+		done <- f()
+	}()
+	return <-done
+}
+
+func resultWith(t *testing.T, hostSide ...string) types.Result {
+	t.Helper()
+	r := map[string]any{"cniVersion": "1.0.0", "interfaces": []map[string]string{{"name": "eth0", "sandbox": "/proc/1/ns/net"}}}
+	for _, n := range hostSide {
+		r["interfaces"] = append(r["interfaces"].([]map[string]string), map[string]string{"name": n})
+	}
+	b, _ := json.Marshal(r)
+	res, err := current.NewResult(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// TestHostInterfaceMustBeThePrimarysOwn checks the key of a pod's
+// element against the primary's result, in a throwaway namespace: a ptp
+// veth, a bridge port, and a device that is neither.
+func TestHostInterfaceMustBeThePrimarysOwn(t *testing.T) {
+	privtest.Require(t)
+	ns := privtest.NewNetNS(t)
+	for _, cmd := range [][]string{
+		{"ip", "link", "add", "veth-a", "type", "veth", "peer", "name", "veth-a-peer"},
+		{"ip", "link", "set", "veth-a", "up"},
+		{"ip", "route", "add", "198.18.1.5/32", "dev", "veth-a"},
+		{"ip", "link", "add", "cni0", "type", "bridge"},
+		{"ip", "link", "add", "port-b", "type", "veth", "peer", "name", "port-b-peer"},
+		{"ip", "link", "set", "port-b", "master", "cni0"},
+		{"ip", "link", "set", "cni0", "up"},
+		{"ip", "route", "add", "198.18.1.0/28", "dev", "cni0"},
+		{"ip", "link", "add", "shared", "type", "veth", "peer", "name", "shared-peer"},
+		{"ip", "link", "set", "shared", "up"},
+		{"ip", "route", "add", "198.18.1.64/28", "dev", "shared"},
+	} {
+		if _, err := privtest.RunIn(ns, "", cmd...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name, ip string
+		hostSide []string
+		want     string
+		ok       bool
+	}{
+		{"a ptp veth is the key", "198.18.1.5", []string{"veth-a"}, "veth-a", true},
+		{"a bridge port's pod is keyed on the bridge", "198.18.1.6", []string{"port-b"}, "cni0", true},
+		{"a device that is not the primary's is refused", "198.18.1.66", []string{"veth-a"}, "", false},
+		{"no host-side interface at all is refused", "198.18.1.5", nil, "", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var got string
+			err := inNetNS(t, ns, func() error {
+				var err error
+				got, err = hostInterface(netip.MustParseAddr(c.ip), resultWith(t, c.hostSide...))
+				return err
+			})
+			if c.ok && (err != nil || got != c.want) {
+				t.Errorf("got %q, %v; want %q", got, err, c.want)
+			}
+			if !c.ok && cniCode(t, err) != types.ErrTryAgainLater {
+				t.Errorf("got %q, %v; want code 11", got, err)
+			}
+		})
+	}
+}
