@@ -26,11 +26,11 @@ const LookupBudget = 1200 * time.Millisecond
 // View is what ADD decides with: the namespace's and the pod's labels and
 // the policies. PodLabels nil means the pod's labels are unknown.
 type View struct {
-	NamespaceLabels map[string]string
-	PodLabels       map[string]string
-	Policies        []v1alpha1.EgressNATPolicy
+	NamespaceLabels map[string]string          `json:"namespaceLabels"`
+	PodLabels       map[string]string          `json:"podLabels"`
+	Policies        []v1alpha1.EgressNATPolicy `json:"policies"`
 	// Source says where the view came from, for the log.
-	Source string
+	Source string `json:"-"`
 }
 
 // lookupAPI reads the namespace, the pod and the policies from the API

@@ -230,7 +230,7 @@ func (s State) read(path string) (PodRecord, error) {
 // RemoveAll deletes the records, indexes, lock and snapshot: the agent's
 // uninstall.
 func (s State) RemoveAll() error {
-	for _, p := range []string{podsDir, containersDir, lockName, snapshotName} {
+	for _, p := range []string{podsDir, containersDir, lockName, snapshotName, agentSocketName} {
 		if err := os.RemoveAll(filepath.Join(s.Dir, p)); err != nil {
 			return err
 		}

@@ -108,12 +108,21 @@ func cmdAdd(args *skel.CmdArgs) error {
 	return types.PrintResult(conf.PrevResult, conf.CNIVersion)
 }
 
-// decide finds the policy that governs the pod: from the API server within
-// LookupBudget, else from the agent's snapshot, else CNI code 11 so that
-// the runtime retries. A policy that selects the pod but has no tunnel ID
-// yet is an error too when it fails closed: starting the pod unprogrammed
-// would let its first packets leave with the node's IP.
+// decide finds the policy that governs the pod: from the node's agent
+// (its informers; AgentBudget), else from the API server (LookupBudget),
+// else from the agent's snapshot, else CNI code 11 so that the runtime
+// retries. An answer that needs the pod's labels where its source does
+// not know them yet goes on to the next source. A policy that selects the
+// pod but has no tunnel ID yet is an error too when it fails closed:
+// starting the pod unprogrammed would let its first packets leave with
+// the node's IP.
 func decide(st State, kubeconfig, namespace, pod string, log *slog.Logger) (*v1alpha1.EgressNATPolicy, View, error) {
+	view, agentErr := lookupAgent(context.Background(), st, namespace, pod)
+	if agentErr == nil {
+		if policy, err := v1alpha1.SelectPolicy(view.Policies, view.NamespaceLabels, view.PodLabels); err == nil {
+			return settle(policy, view, namespace, pod, log)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), LookupBudget)
 	defer cancel()
 	view, apiErr := lookupAPI(ctx, kubeconfig, namespace, pod)
@@ -127,15 +136,20 @@ func decide(st State, kubeconfig, namespace, pod string, log *slog.Logger) (*v1a
 				why = snapErr.Error()
 			}
 			return nil, View{}, types.NewError(types.ErrTryAgainLater,
-				fmt.Sprintf("nsegress: cannot tell whether a policy selects pod %s/%s: the API server did not answer (%v) and %s", namespace, pod, apiErr, why), "")
+				fmt.Sprintf("nsegress: cannot tell whether a policy selects pod %s/%s: the agent did not answer (%v), the API server did not answer (%v) and %s", namespace, pod, agentErr, apiErr, why), "")
 		}
-		log.Warn("ADD: API lookup failed, using the snapshot", "pod", namespace+"/"+pod, "error", apiErr)
+		log.Warn("ADD: agent and API lookups failed, using the snapshot", "pod", namespace+"/"+pod, "agent", agentErr, "error", apiErr)
 	}
 	policy, err := v1alpha1.SelectPolicy(view.Policies, view.NamespaceLabels, view.PodLabels)
 	if err != nil {
 		return nil, View{}, types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("nsegress: pod %s/%s: %v (from the %s)", namespace, pod, err, view.Source), "")
 	}
+	return settle(policy, view, namespace, pod, log)
+}
+
+// settle checks that the chosen policy can be programmed.
+func settle(policy *v1alpha1.EgressNATPolicy, view View, namespace, pod string, log *slog.Logger) (*v1alpha1.EgressNATPolicy, View, error) {
 	if policy != nil && !programmable(policy) {
 		if policy.Spec.FailMode == v1alpha1.FailModeOpen {
 			log.Warn("ADD: the policy has no tunnel ID yet and fails open: pod not programmed", "pod", namespace+"/"+pod, "policy", policy.Name)

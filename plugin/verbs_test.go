@@ -504,3 +504,71 @@ func TestAnUnselectedPodClearsAStaleElementUnderItsKey(t *testing.T) {
 		t.Errorf("the stale element still steers the new, unselected pod")
 	}
 }
+
+// fakeAgent serves views on the state directory's agent socket.
+func (e *env) fakeAgent(t *testing.T, view func(ns, pod string) (int, View)) {
+	t.Helper()
+	st := State{Dir: filepath.Join(e.dir, "state")}
+	if err := os.MkdirAll(st.Dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", st.AgentSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		code, v := view(r.URL.Query().Get("namespace"), r.URL.Query().Get("pod"))
+		if code != http.StatusOK {
+			http.Error(w, "no", code)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(v)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+}
+
+func TestAddAsksTheAgentFirst(t *testing.T) {
+	t.Run("the agent's answer is enough: no API request", func(t *testing.T) {
+		e := newEnv(t)
+		e.writeKubeconfig("http://127.0.0.1:1") // an API server that is down
+		e.fakeAgent(t, func(ns, pod string) (int, View) {
+			return http.StatusOK, View{NamespaceLabels: map[string]string{"team": "purple"},
+				PodLabels: map[string]string{"egress": "onprem"}, Policies: e.api.policies}
+		})
+		start := time.Now()
+		if _, err := e.add("c1", "purple", "p1", "198.18.1.5"); err != nil {
+			t.Fatalf("ADD: %v", err)
+		}
+		if e.table.pods[key("198.18.1.5")] != 1 {
+			t.Errorf("pod not programmed from the agent's view: %v", e.table.pods)
+		}
+		if d := time.Since(start); d > LookupBudget {
+			t.Errorf("ADD took %s: it waited for the API server", d)
+		}
+	})
+	t.Run("a pod the agent has not seen goes to the API server", func(t *testing.T) {
+		e := newEnv(t)
+		e.fakeAgent(t, func(ns, pod string) (int, View) {
+			// purple's policy has a podSelector: without the pod's labels
+			// the agent's view cannot decide.
+			return http.StatusOK, View{NamespaceLabels: map[string]string{"team": "purple"}, Policies: e.api.policies}
+		})
+		if _, err := e.add("c1", "purple", "p1", "198.18.1.5"); err != nil {
+			t.Fatalf("ADD: %v", err)
+		}
+		if e.table.pods[key("198.18.1.5")] != 1 {
+			t.Errorf("pod not programmed from the API server: %v", e.table.pods)
+		}
+	})
+	t.Run("an agent not synced yet goes to the API server", func(t *testing.T) {
+		e := newEnv(t)
+		e.fakeAgent(t, func(string, string) (int, View) { return http.StatusServiceUnavailable, View{} })
+		if _, err := e.add("c1", "purple", "p1", "198.18.1.5"); err != nil {
+			t.Fatalf("ADD: %v", err)
+		}
+		if e.table.pods[key("198.18.1.5")] != 1 {
+			t.Errorf("pod not programmed: %v", e.table.pods)
+		}
+	})
+}

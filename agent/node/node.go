@@ -79,6 +79,7 @@ type Role struct {
 	lastSnap   []byte
 	lastHeld   []netip.Addr
 	programmed atomic.Bool
+	synced     atomic.Bool
 }
 
 // New prepares the role; Run starts it.
@@ -126,13 +127,24 @@ func (r *Role) Kick() {
 // Programmed says whether a reconcile has succeeded.
 func (r *Role) Programmed() bool { return r.programmed.Load() }
 
-// Run reconciles on every change and every resync until ctx ends.
-func (r *Role) Run(ctx context.Context) error {
+// Start runs the role's informers until ctx ends and returns once their
+// caches have synced: from then on Serve answers the plugin.
+func (r *Role) Start(ctx context.Context) error {
 	for _, inf := range []cache.SharedIndexInformer{r.policies, r.groups, r.nodes, r.nss, r.pods} {
 		go inf.Run(ctx.Done())
 	}
 	if !cache.WaitForCacheSync(ctx.Done(), r.policies.HasSynced, r.groups.HasSynced, r.nodes.HasSynced, r.nss.HasSynced, r.pods.HasSynced) {
 		return ctx.Err()
+	}
+	r.synced.Store(true)
+	return nil
+}
+
+// Run starts the informers and reconciles on every change and every
+// resync until ctx ends.
+func (r *Role) Run(ctx context.Context) error {
+	if err := r.Start(ctx); err != nil {
+		return err
 	}
 	tick := time.NewTicker(r.cfg.Resync)
 	defer tick.Stop()

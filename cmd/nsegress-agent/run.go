@@ -60,8 +60,16 @@ func runAgent(o options) error {
 		Client: client, Dynamic: dyn, NodeName: o.nodeName, StateDir: o.stateDir,
 		Port: o.vxlanPort, Uplink: o.uplink, Resync: o.resync, Logf: logger.Printf,
 	})
-	roles := make(chan error, 2)
+	roles := make(chan error, 3)
 	go func() { roles <- role.Run(ctx) }()
+	go func() {
+		// The plugin asks here first; without it, ADD asks the API server.
+		err := role.Serve(ctx)
+		if err != nil {
+			logger.Printf("agent socket: %v", err)
+		}
+		roles <- err
+	}()
 	go func() {
 		roles <- controller.Run(ctx, controller.Config{
 			Client: client, Dynamic: dyn, Namespace: o.namespace, Identity: o.nodeName, Logf: logger.Printf,
@@ -97,7 +105,7 @@ func runAgent(o options) error {
 		return nil
 	}
 	stop()
-	for range 2 {
+	for range 3 {
 		<-roles
 	}
 	if err := uninstall(k, o); err != nil {
