@@ -169,6 +169,9 @@ func (s State) Forget(containerID, ifName string, owned PodRecord, isOwner bool)
 	return removeIfExists(filepath.Join(s.Dir, containersDir, containerKey(containerID, ifName)))
 }
 
+// PodsDir is the folder of the pod records, which the agent watches.
+func (s State) PodsDir() string { return filepath.Join(s.Dir, podsDir) }
+
 // Records lists every pod record of the node.
 func (s State) Records() ([]PodRecord, error) {
 	entries, err := os.ReadDir(filepath.Join(s.Dir, podsDir))

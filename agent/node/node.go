@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/vishvananda/netlink"
 
 	"github.com/nsegress/nsegress/agent/datapath"
@@ -146,6 +148,9 @@ func (r *Role) Run(ctx context.Context) error {
 	if err := r.Start(ctx); err != nil {
 		return err
 	}
+	if err := r.watchRecords(ctx); err != nil {
+		r.cfg.Logf("node: %v (pod records are then picked up at each resync)", err)
+	}
 	tick := time.NewTicker(r.cfg.Resync)
 	defer tick.Stop()
 	backoff := time.Duration(0)
@@ -171,6 +176,48 @@ func (r *Role) Run(ctx context.Context) error {
 		case <-retry:
 		}
 	}
+}
+
+// watchRecords kicks a reconcile whenever the plugin writes or removes a
+// pod record: a policy, namespace or label change that raced with a
+// pod's ADD (decided before the change, recorded after the agent's
+// reconcile of it) is then applied to that pod at once, not at the next
+// resync.
+func (r *Role) watchRecords(ctx context.Context) error {
+	dir := r.st.PodsDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("watch pod records: %w", err)
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch pod records: %w", err)
+	}
+	if err := w.Add(dir); err != nil {
+		w.Close()
+		return fmt.Errorf("watch pod records in %s: %w", dir, err)
+	}
+	go func() {
+		defer w.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if strings.HasSuffix(ev.Name, ".json") && ev.Op&(fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0 {
+					r.Kick()
+				}
+			case _, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				r.Kick() // an overflow: reconcile everything
+			}
+		}
+	}()
+	return nil
 }
 
 // view is the informers' content, typed.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
@@ -83,5 +84,25 @@ func TestServeAnswersThePluginFromTheInformers(t *testing.T) {
 	cancel()
 	if err := <-served; err != nil {
 		t.Errorf("Serve: %v", err)
+	}
+}
+
+func TestANewPodRecordKicksAReconcile(t *testing.T) {
+	dir := t.TempDir()
+	r := &Role{cfg: Config{StateDir: dir, Logf: t.Logf}, st: plugin.State{Dir: dir}, kick: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := r.watchRecords(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec := plugin.PodRecord{ContainerID: "c1", IfName: "eth0", Namespace: "purple", Name: "p1",
+		IP: netip.MustParseAddr("198.18.1.5"), HostIf: "veth1", Added: time.Now()}
+	if err := r.st.Save(rec); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.kick:
+	case <-time.After(2 * time.Second):
+		t.Fatal("no reconcile asked for after the plugin wrote a pod record")
 	}
 }
