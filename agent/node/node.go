@@ -419,7 +419,33 @@ func (r *Role) applyNFT(v view, state nft.State) error {
 		return err
 	}
 	state.Pods = r.desiredPods(v, recs, current, state.Policies, time.Now())
-	return t.Apply(state)
+	if err := t.Apply(state); err != nil {
+		return err
+	}
+	r.updateRecords(v, recs, state.Pods)
+	return nil
+}
+
+// updateRecords rewrites the records of pods the reconcile moved into,
+// out of or between policies, so that the plugin's CHECK and a later
+// DEL see what the node does now.
+func (r *Role) updateRecords(v view, recs []plugin.PodRecord, pods map[nft.PodKey]uint16) {
+	names := map[uint16]string{}
+	for _, p := range v.policies {
+		if id := p.Status.TunnelID; id > 0 && id <= nft.MaxPolicyID {
+			names[uint16(id)] = p.Name
+		}
+	}
+	for _, rec := range recs {
+		id := pods[nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}]
+		if id == rec.TunnelID {
+			continue
+		}
+		rec.TunnelID, rec.Policy = id, names[id]
+		if err := r.st.Save(rec); err != nil {
+			r.cfg.Logf("node: update the record of %s/%s: %v", rec.Namespace, rec.Name, err)
+		}
+	}
 }
 
 // desiredPods is the pods map the node should have: each recorded pod on

@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/nsegress/nsegress/api/v1alpha1"
+	"github.com/nsegress/nsegress/nft"
 	"github.com/nsegress/nsegress/plugin"
 )
 
@@ -104,5 +106,32 @@ func TestANewPodRecordKicksAReconcile(t *testing.T) {
 	case <-r.kick:
 	case <-time.After(2 * time.Second):
 		t.Fatal("no reconcile asked for after the plugin wrote a pod record")
+	}
+}
+
+func TestRecordsFollowTheMovesOfTheReconcile(t *testing.T) {
+	dir := t.TempDir()
+	r := &Role{cfg: Config{StateDir: dir, Logf: t.Logf}, st: plugin.State{Dir: dir}}
+	in := plugin.PodRecord{ContainerID: "c1", IfName: "eth0", Namespace: "purple", Name: "p1",
+		IP: netip.MustParseAddr("198.18.1.5"), HostIf: "veth1", Added: time.Now()}
+	out := in
+	out.ContainerID, out.IP, out.Policy, out.TunnelID = "c2", netip.MustParseAddr("198.18.1.6"), "purple", 7
+	for _, rec := range []plugin.PodRecord{in, out} {
+		if err := r.st.Save(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := view{policies: []v1alpha1.EgressNATPolicy{policy("purple", 7)}}
+	// The reconcile moved "in" into policy 7 and "out" out of it.
+	r.updateRecords(v, []plugin.PodRecord{in, out}, map[nft.PodKey]uint16{{IP: in.IP, HostIf: "veth1"}: 7})
+	for _, c := range []struct {
+		id   string
+		want uint16
+		name string
+	}{{"c1", 7, "purple"}, {"c2", 0, ""}} {
+		got, owned, err := r.st.ForContainer(c.id, "eth0")
+		if err != nil || !owned || got.TunnelID != c.want || got.Policy != c.name {
+			t.Errorf("record of %s = %+v (owned %v, %v); want tunnel %d, policy %q", c.id, got, owned, err, c.want, c.name)
+		}
 	}
 }
