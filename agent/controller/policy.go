@@ -11,11 +11,9 @@ import (
 	"github.com/nsegress/nsegress/api/v1alpha1"
 )
 
-// reasonNoFreeTunnelID: every tunnel ID (1..4095) is taken by an older
-// policy. It is not among the API's reasons because 4095 policies is far
-// beyond what one cluster runs; it exists so that the case is named rather
-// than silent.
-const reasonNoFreeTunnelID = "NoFreeTunnelID"
+// reasonNoFreeTunnelID is the API's reason for a policy that found every
+// tunnel ID taken.
+const reasonNoFreeTunnelID = v1alpha1.ReasonNoFreeTunnelID
 
 // ipClaims tracks egress IPs while policies are decided oldest first.
 type ipClaims struct {

@@ -33,4 +33,8 @@ const (
 	// ReasonNoGatewayNodeUp: no node of the group is Up to hold the egress
 	// IP.
 	ReasonNoGatewayNodeUp = "NoGatewayNodeUp"
+
+	// ReasonNoFreeTunnelID: every tunnel ID (1..4095) is taken by an older
+	// policy, so nodes cannot steer this one's traffic.
+	ReasonNoFreeTunnelID = "NoFreeTunnelID"
 )
