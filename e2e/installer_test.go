@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nsegress/nsegress/agent/cniconf"
 	"github.com/nsegress/nsegress/agent/install"
 	"github.com/nsegress/nsegress/e2e/images"
 	"github.com/nsegress/nsegress/e2e/lab"
@@ -54,10 +55,6 @@ func conflists(t *testing.T, c Cluster) map[string][]byte {
 	return out
 }
 
-func isChained(b []byte) bool {
-	return bytes.Contains(b, []byte(`"type":"nsegress"`)) || bytes.Contains(b, []byte(`"type": "nsegress"`))
-}
-
 // installNsegress applies the lab install and waits for an agent Ready on
 // every node and nsegress chained in every conflist.
 func installNsegress(t testing.TB, c Cluster) {
@@ -73,7 +70,7 @@ func installNsegress(t testing.TB, c Cluster) {
 	for _, n := range c.Nodes() {
 		waitUntil(t, 5*time.Second, "nsegress chained on "+n.Name, func() bool {
 			b, err := c.ReadNodeFile(n.Name, nodeConflist)
-			return err == nil && isChained(b)
+			return err == nil && cniconf.Chained(b)
 		})
 	}
 }
@@ -261,7 +258,7 @@ func TestAKilledAgentLeavesAValidConflist(t *testing.T) {
 	}
 	waitUntil(t, 120*time.Second, "nsegress chained again on "+node.Name, func() bool {
 		b, err := os.ReadFile(path)
-		return err == nil && isChained(b)
+		return err == nil && cniconf.Chained(b)
 	})
 	waitUntil(t, 10*time.Second, "temporary file "+temp+" removed", func() bool {
 		_, err := os.Stat(filepath.Join(dir, temp))
@@ -295,7 +292,7 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if isChained(primary) {
+	if cniconf.Chained(primary) {
 		t.Fatal("nsegress is chained before the test installed it")
 	}
 	installNsegress(t, c)
@@ -337,7 +334,7 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 		deadline := time.Now().Add(time.Second)
 		for {
 			b, err := os.ReadFile(path)
-			if err == nil && isChained(b) {
+			if err == nil && cniconf.Chained(b) {
 				break
 			}
 			if time.Now().After(deadline) {

@@ -61,6 +61,13 @@ func Unpatch(name string, data []byte) (out []byte, removed int, err error) {
 	return removeOurs(name, data)
 }
 
+// Chained reports whether a conflist holds nsegress's entry after at least
+// one plugin of the primary's: what "nsegress is chained" means.
+func Chained(data []byte) bool {
+	_, removed, err := removeOurs("chained.conflist", data)
+	return err == nil && removed > 0
+}
+
 // listDoc is a conflist's text and the places in it that Patch needs.
 type listDoc struct {
 	b []byte

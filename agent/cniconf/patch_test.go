@@ -332,3 +332,21 @@ func TestEntryMarshalsTheSameBytesEveryTime(t *testing.T) {
 		}
 	}
 }
+
+func TestChainedTellsWhetherTheEntryIsThere(t *testing.T) {
+	primary := []byte(`{"cniVersion":"1.0.0","name":"lab","plugins":[{"type":"ptp"}]}`)
+	if Chained(primary) {
+		t.Errorf("a primary alone reads as chained")
+	}
+	_, patched, err := Patch("10-lab.conflist", primary, testEntry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !Chained(patched) {
+		t.Errorf("a patched conflist does not read as chained:\n%s", patched)
+	}
+	// The word alone, e.g. in a comment-like field, is not an entry.
+	if Chained([]byte(`{"cniVersion":"1.0.0","name":"nsegress","plugins":[{"type":"ptp","note":"\"type\":\"nsegress\""}]}`)) {
+		t.Errorf("a string mentioning nsegress reads as chained")
+	}
+}

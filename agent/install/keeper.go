@@ -140,9 +140,7 @@ func (k *Keeper) reconcile(ctx context.Context, full bool) {
 }
 
 func (k *Keeper) apply(ctx context.Context, full bool) error {
-	if err := k.Conf.CheckForeignRename(); err != nil {
-		return err
-	}
+	// Install checks first for a foreign rename (Cilium's *.cilium_bak).
 	// The binary and the token are checked on full passes only: a file
 	// event is on the clock (the entry must be back within a second) and
 	// neither changes when the primary rewrites its conflist.

@@ -61,10 +61,6 @@ func (n *node) conflist(t *testing.T) []byte {
 	return b
 }
 
-func chained(b []byte) bool {
-	return bytes.Contains(b, []byte(`"type":"nsegress"`)) || bytes.Contains(b, []byte(`"type": "nsegress"`))
-}
-
 // TestKeeperPutsTheEntryBackAfterEveryRewrite is the primary CNI that
 // rewrites its conflist at start-up (Calico, kindnet), fifty times in a
 // row: each time the entry is back well within a second.
@@ -86,7 +82,7 @@ func TestKeeperPutsTheEntryBackAfterEveryRewrite(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the Keeper never became ready")
 	}
-	if !chained(n.conflist(t)) {
+	if !cniconf.Chained(n.conflist(t)) {
 		t.Fatalf("ready, but not chained:\n%s", n.conflist(t))
 	}
 	if !n.k.Alive() {
@@ -101,7 +97,7 @@ func TestKeeperPutsTheEntryBackAfterEveryRewrite(t *testing.T) {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(time.Second)
-		for !chained(n.conflist(t)) {
+		for !cniconf.Chained(n.conflist(t)) {
 			if time.Now().After(deadline) {
 				t.Fatalf("rewrite %d: nsegress not back within 1s", i)
 			}
