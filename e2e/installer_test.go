@@ -142,7 +142,7 @@ func TestInstallerChainsAndUninstallsCleanly(t *testing.T) {
 			if b, err := c.ReadNodeFile(n.Name, lab.CNIBinDir+"/nsegress"); err != nil || len(b) == 0 {
 				t.Errorf("round %d: no plugin binary on %s: %v", round, n.Name, err)
 			}
-			p, err := (labNode(c, n.Name)).HostPath("/var/lib/nsegress/kubeconfig")
+			p, err := labNode(c, n.Name).HostPath("/var/lib/nsegress/kubeconfig")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,7 +207,7 @@ func TestAKilledAgentLeavesAValidConflist(t *testing.T) {
 	cs := clientset(t, c)
 	ctx := context.Background()
 	node := c.Nodes()[0]
-	path := labNode(c, node.Name).mustHostPath(t, nodeConflist)
+	path := mustHostPath(t, labNode(c, node.Name), nodeConflist)
 	installNsegress(t, c)
 	t.Cleanup(func() { uninstallNsegress(t, c) })
 	if out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "set", "env", "daemonset/nsegress-agent", "NSEGRESS_FAULT=kill-before-rename"); err != nil {
@@ -325,7 +325,7 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 		}
 	}()
 
-	path := labNode(c, node.Name).mustHostPath(t, nodeConflist)
+	path := mustHostPath(t, labNode(c, node.Name), nodeConflist)
 	for i := 0; i < 50; i++ {
 		// The primary writes its own file again, without our entry.
 		if err := os.WriteFile(path, primary, 0o644); err != nil {
@@ -365,22 +365,11 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 
 // labNode is the lab's node of that name; these tests need the lab's
 // folders.
-type labNodeT struct{ *lab.Node }
-
-func labNode(c Cluster, name string) labNodeT {
+func labNode(c Cluster, name string) *lab.Node {
 	for _, n := range c.(labCluster).lab.Nodes() {
 		if n.Name == name {
-			return labNodeT{n}
+			return n
 		}
 	}
 	panic("no lab node " + name)
-}
-
-func (n labNodeT) mustHostPath(t *testing.T, p string) string {
-	t.Helper()
-	hp, err := n.HostPath(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hp
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +47,7 @@ func waitPoliciesReady(t testing.TB, c Cluster, names ...string) {
 	}
 }
 
-// nodeNamed returns the first node matching gateway.
+// nodesByRole splits the cluster's nodes into workers and gateways.
 func nodesByRole(c Cluster) (workers, gateways []NodeInfo) {
 	for _, n := range c.Nodes() {
 		if n.Gateway {
@@ -377,5 +376,3 @@ func indexOf(list []string, s string) int {
 	}
 	return -1
 }
-
-var _ = netip.Addr{}

@@ -147,21 +147,27 @@ func Apply(p Plan) (added []netip.Addr, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("uplink %s: %w", p.Uplink, err)
 	}
-	want := map[string]bool{}
+	// The rules at nsegress's priority, listed once: each tunnel's rule
+	// and the stale ones are told apart by their table.
+	rules, err := ourRules()
+	if err != nil {
+		return nil, err
+	}
+	keep := map[uint16]bool{}
 	for _, t := range p.Tunnels {
-		want[t.Device()] = true
-		if err := ensureTunnel(p, uplink, t); err != nil {
+		keep[t.ID] = true
+		if err := ensureTunnel(p, uplink, t, rules); err != nil {
 			return nil, fmt.Errorf("policy tunnel %d: %w", t.ID, err)
 		}
 	}
-	if err := removeStale(want); err != nil {
+	if err := removeStale(keep, rules); err != nil {
 		return nil, err
 	}
 	return syncFloating(uplink, p.FloatingIPs, p.ReleasedIPs)
 }
 
 // ensureTunnel creates or corrects one policy's device, table and rule.
-func ensureTunnel(p Plan, uplink netlink.Link, t Tunnel) error {
+func ensureTunnel(p Plan, uplink netlink.Link, t Tunnel, rules []netlink.Rule) error {
 	link, err := ensureDevice(p, uplink, t)
 	if err != nil {
 		return err
@@ -179,7 +185,7 @@ func ensureTunnel(p Plan, uplink netlink.Link, t Tunnel) error {
 	} else if err := forgetGateway(link); err != nil {
 		return err
 	}
-	return syncRule(t)
+	return syncRule(t, rules)
 }
 
 // ensureDevice returns the policy's VXLAN device, (re)created when its
@@ -373,12 +379,9 @@ func forgetGateway(link netlink.Link) error {
 }
 
 // syncRule keeps "fwmark Mark(ID)/MarkMask lookup table" for tunnel and
-// local modes and removes it otherwise.
-func syncRule(t Tunnel) error {
-	rules, err := ourRules()
-	if err != nil {
-		return err
-	}
+// local modes and removes it otherwise; rules are nsegress's rules as
+// listed before.
+func syncRule(t Tunnel, rules []netlink.Rule) error {
 	want := t.Mode == nft.ModeTunnel || t.Mode == nft.ModeLocal
 	found := false
 	for _, r := range rules {
@@ -428,33 +431,27 @@ func ourRules() ([]netlink.Rule, error) {
 func ownedTable(t int) bool { return t > TableBase && t <= TableBase+4095 }
 
 // removeStale deletes the devices, rules and tables of policies the node
-// no longer has.
-func removeStale(want map[string]bool) error {
+// no longer has: all but the tunnel IDs in keep.
+func removeStale(keep map[uint16]bool, rules []netlink.Rule) error {
+	devices := map[string]bool{}
+	for id := range keep {
+		devices[DeviceName(id)] = true
+	}
 	links, err := netlink.LinkList()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
 	for _, l := range links {
 		name := l.Attrs().Name
-		if _, ok := l.(*netlink.Vxlan); ok && strings.HasPrefix(name, DevicePrefix) && !want[name] {
+		if _, ok := l.(*netlink.Vxlan); ok && strings.HasPrefix(name, DevicePrefix) && !devices[name] {
 			if err := netlink.LinkDel(l); err != nil {
 				return fmt.Errorf("remove %s: %w", name, err)
 			}
 		}
 	}
-	keepTable := map[int]bool{}
-	for name := range want {
-		var id int
-		if _, err := fmt.Sscanf(name, DevicePrefix+"%d", &id); err == nil {
-			keepTable[TableBase+id] = true
-		}
-	}
-	rules, err := ourRules()
-	if err != nil {
-		return err
-	}
+	keepTable := func(t int) bool { return t > TableBase && keep[uint16(t-TableBase)] }
 	for _, r := range rules {
-		if ownedTable(r.Table) && !keepTable[r.Table] {
+		if ownedTable(r.Table) && !keepTable(r.Table) {
 			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, syscall.ENOENT) {
 				return fmt.Errorf("remove rule to table %d: %w", r.Table, err)
 			}
@@ -465,7 +462,7 @@ func removeStale(want map[string]bool) error {
 		return fmt.Errorf("list routes: %w", err)
 	}
 	for _, r := range all {
-		if ownedTable(r.Table) && !keepTable[r.Table] {
+		if ownedTable(r.Table) && !keepTable(r.Table) {
 			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, syscall.ESRCH) {
 				return fmt.Errorf("remove route in table %d: %w", r.Table, err)
 			}
@@ -512,7 +509,11 @@ func syncFloating(uplink netlink.Link, hold, release []netip.Addr) ([]netip.Addr
 // given floating IPs from the uplink (from any link when uplink is empty):
 // the agent's uninstall.
 func Remove(uplink string, floating []netip.Addr) error {
-	errs := []error{removeStale(map[string]bool{})}
+	rules, err := ourRules()
+	if err != nil {
+		return err
+	}
+	errs := []error{removeStale(nil, rules)}
 	links, err := netlink.LinkList()
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("list links: %w", err))...)

@@ -5,6 +5,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -38,12 +38,6 @@ import (
 	"github.com/nsegress/nsegress/api/v1alpha1"
 	"github.com/nsegress/nsegress/nft"
 	"github.com/nsegress/nsegress/plugin"
-)
-
-// The resources read (and, by the controller, whose status is written).
-var (
-	policiesGVR = v1alpha1.EgressNATPoliciesResource
-	groupsGVR   = v1alpha1.NetworkGatewayGroupsResource
 )
 
 // UnknownPodGrace is how long a pod record whose pod the agent's informer
@@ -97,8 +91,8 @@ func New(cfg Config) *Role {
 	}
 	r := &Role{cfg: cfg, st: plugin.State{Dir: cfg.StateDir}, kick: make(chan struct{}, 1)}
 	dyn := dynamicinformer.NewDynamicSharedInformerFactory(cfg.Dynamic, cfg.Resync)
-	r.policies = dyn.ForResource(policiesGVR).Informer()
-	r.groups = dyn.ForResource(groupsGVR).Informer()
+	r.policies = dyn.ForResource(v1alpha1.EgressNATPoliciesResource).Informer()
+	r.groups = dyn.ForResource(v1alpha1.NetworkGatewayGroupsResource).Informer()
 	core := informers.NewSharedInformerFactory(cfg.Client, cfg.Resync)
 	r.nodes = core.Core().V1().Nodes().Informer()
 	r.nss = core.Core().V1().Namespaces().Informer()
@@ -231,12 +225,9 @@ type view struct {
 
 func (r *Role) view() (view, error) {
 	v := view{nodes: map[string]*corev1.Node{}, nss: map[string]map[string]string{}, pods: map[string]map[string]string{}}
-	for _, o := range r.policies.GetStore().List() {
-		var p v1alpha1.EgressNATPolicy
-		if err := fromUnstructured(o, &p); err != nil {
-			return v, err
-		}
-		v.policies = append(v.policies, p)
+	var err error
+	if v.policies, err = r.listPolicies(); err != nil {
+		return v, err
 	}
 	v1alpha1.SortByAge(v.policies)
 	for _, o := range r.groups.GetStore().List() {
@@ -259,6 +250,19 @@ func (r *Role) view() (view, error) {
 		v.pods[p.Namespace+"/"+p.Name] = p.Labels
 	}
 	return v, nil
+}
+
+// listPolicies is the policy informer's content, typed.
+func (r *Role) listPolicies() ([]v1alpha1.EgressNATPolicy, error) {
+	var out []v1alpha1.EgressNATPolicy
+	for _, o := range r.policies.GetStore().List() {
+		var p v1alpha1.EgressNATPolicy
+		if err := fromUnstructured(o, &p); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 func fromUnstructured(o any, into any) error {
@@ -367,9 +371,8 @@ func (r *Role) mode(v view, p v1alpha1.EgressNATPolicy) (nft.Mode, netip.Addr) {
 	if p.Spec.FailMode == v1alpha1.FailModeOpen {
 		fail = nft.ModePass
 	}
-	egress, err := netip.ParseAddr(p.Status.EgressIP)
 	gw := p.Status.GatewayNode
-	if err != nil || gw == "" {
+	if _, err := netip.ParseAddr(p.Status.EgressIP); err != nil || gw == "" {
 		return fail, netip.Addr{}
 	}
 	if gw == r.cfg.NodeName {
@@ -383,7 +386,6 @@ func (r *Role) mode(v view, p v1alpha1.EgressNATPolicy) (nft.Mode, netip.Addr) {
 	if err != nil {
 		return fail, netip.Addr{}
 	}
-	_ = egress
 	return nft.ModeTunnel, ip
 }
 
@@ -511,7 +513,7 @@ func (r *Role) writeSnapshot(v view) error {
 	if err != nil {
 		return err
 	}
-	if reflect.DeepEqual(b, r.lastSnap) {
+	if bytes.Equal(b, r.lastSnap) {
 		return nil
 	}
 	snap.Written = time.Now()

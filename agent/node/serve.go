@@ -12,7 +12,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/nsegress/nsegress/api/v1alpha1"
 	"github.com/nsegress/nsegress/plugin"
 )
 
@@ -73,12 +72,8 @@ func (r *Role) lookup(namespace, pod string) (plugin.View, bool, error) {
 	if o, ok, err := r.pods.GetStore().GetByKey(namespace + "/" + pod); err == nil && ok {
 		v.PodLabels = nonNil(o.(*corev1.Pod).Labels)
 	}
-	for _, o := range r.policies.GetStore().List() {
-		var p v1alpha1.EgressNATPolicy
-		if err := fromUnstructured(o, &p); err != nil {
-			return plugin.View{}, false, err
-		}
-		v.Policies = append(v.Policies, p)
+	if v.Policies, err = r.listPolicies(); err != nil {
+		return plugin.View{}, false, err
 	}
 	return v, true, nil
 }
