@@ -27,12 +27,21 @@ var suite struct {
 }
 
 func TestMain(m *testing.M) {
+	// Before the suite's lab: a folder that a lab (this suite's, or one
+	// of another test binary running beside it) creates on the machine
+	// fails the run.
+	machine := lab.SnapshotMachine()
 	code := m.Run()
 	if suite.lab != nil {
 		if err := suite.lab.Close(); err != nil {
 			fmt.Fprintf(os.Stderr, "close the lab: %v\n", err)
 			code = 1
 		}
+	}
+	if leaked := machine.Appeared(); len(leaked) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: a lab left on the machine what did not exist when the suite started: %s\n",
+			strings.Join(leaked, ", "))
+		code = 1
 	}
 	os.Exit(code)
 }

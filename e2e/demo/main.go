@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -39,9 +40,19 @@ func main() {
 // namespaces are the seed's three teams, each placed on its own node.
 var namespaces = []string{"purple", "darkblue", "lightblue"}
 
-func run(keep bool) error {
+func run(keep bool) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	// The lab promises to leave the machine as it found it; the demo is
+	// what a new user runs first, so it checks, and fails if a folder of
+	// the machine appeared while it ran.
+	machine := lab.SnapshotMachine()
+	defer func() {
+		if leaked := machine.Appeared(); len(leaked) > 0 {
+			err = errors.Join(err, fmt.Errorf("the lab left these on the machine, which did not exist before the demo: %s",
+				strings.Join(leaked, ", ")))
+		}
+	}()
 	cfg := lab.DefaultConfig()
 	cfg.Logf = func(f string, a ...any) { fmt.Printf(f+"\n", a...) }
 	if err := lab.Prepare(ctx, &cfg); err != nil {
@@ -52,8 +63,9 @@ func run(keep bool) error {
 		return err
 	}
 	defer func() {
-		if err := l.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, "demo: close the lab:", err)
+		if cerr := l.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("close the lab: %w", cerr))
+			return
 		}
 		fmt.Println("lab removed")
 	}()
@@ -160,7 +172,10 @@ func run(keep bool) error {
 		fmt.Printf("  %s: %d packets\n", src, n)
 	}
 	if keep {
-		fmt.Printf("\nThe lab is up: KUBECONFIG=%s %s get pods -A\nPress Ctrl-C to remove it.\n", l.Kubeconfig(), cfg.Bins.Kubectl)
+		// With the cache in the lab's folder too: kubectl's default,
+		// ~/.kube/cache, would outlive the lab.
+		fmt.Printf("\nThe lab is up: KUBECONFIG=%s KUBECACHEDIR=%s %s get pods -A\nPress Ctrl-C to remove it.\n",
+			l.Kubeconfig(), l.KubectlCacheDir(), cfg.Bins.Kubectl)
 		select {}
 	}
 	return nil
@@ -170,7 +185,7 @@ func run(keep bool) error {
 func ask(ctx context.Context, l *lab.Lab, kubectl, ns string, b lab.Backend) string {
 	cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", l.Kubeconfig(), "exec", "-n", ns, "client", "--",
 		"/labbox", "get", "-timeout", "2s", b.URL())
-	cmd.Env = []string{"HOME=" + l.Dir() + "/home", "PATH=/usr/bin:/bin"}
+	cmd.Env = l.ToolEnv()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		if strings.Contains(string(out), "Timeout") || strings.Contains(string(out), "timeout") {
@@ -192,7 +207,7 @@ const (
 // kubectl runs kubectl against the lab.
 func kubectl(ctx context.Context, l *lab.Lab, bin string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", l.Kubeconfig()}, args...)...)
-	cmd.Env = []string{"HOME=" + l.Dir() + "/home", "PATH=/usr/bin:/bin"}
+	cmd.Env = l.ToolEnv()
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

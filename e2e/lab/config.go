@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 )
 
-// Address plan (SPEC §6): documentation and benchmarking ranges only, so
+// Address plan (docs/design.md §6): documentation and benchmarking ranges only, so
 // nothing the lab sends can ever be meant for a real host.
 var (
 	// UnderlayPrefix is the L2 segment shared by the control plane, the

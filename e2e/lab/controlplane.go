@@ -79,6 +79,10 @@ func (l *Lab) startControlPlane(ctx context.Context, cp *host) error {
 		"--client-ca-file=" + pk.path("ca.crt"),
 		"--tls-cert-file=" + pk.path("apiserver.crt"),
 		"--tls-private-key-file=" + pk.path("apiserver.key"),
+		// Where it would write a self-signed serving certificate; the
+		// default, /var/run/kubernetes, is the machine's own (the control
+		// plane shares the machine's mounts).
+		"--cert-dir=" + l.path("control-plane", "apiserver-certs"),
 		// kubectl exec and logs go API server -> kubelet with this client
 		// certificate.
 		"--kubelet-client-certificate=" + pk.path("apiserver-kubelet-client.crt"),
@@ -127,6 +131,10 @@ func (l *Lab) startControlPlane(ctx context.Context, cp *host) error {
 		"--cluster-signing-key-file=" + pk.path("ca.key"),
 		"--use-service-account-credentials=true",
 		"--service-cluster-ip-range=" + ServicePrefix.String(),
+		// Its FlexVolume prober creates this folder when it is missing;
+		// the default, /usr/libexec/kubernetes/kubelet-plugins/volume/exec,
+		// would be created on the machine and outlive the lab.
+		"--flex-volume-plugin-dir=" + l.path("control-plane", "volume-plugins"),
 		"--leader-elect=false",
 		"--v=1",
 	}); err != nil {
@@ -149,7 +157,7 @@ func (l *Lab) waitAPIReady(ctx context.Context, api *proc) error {
 	rc := l.client.Discovery().RESTClient()
 	err := waitFor(60*time.Second, func() (bool, error) {
 		if api.exited() {
-			return false, fmt.Errorf("kube-apiserver exited: %v\n%s", api.err, api.tail(30))
+			return false, fmt.Errorf("kube-apiserver exited: %w\n%s", api.err, api.tail(30))
 		}
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
@@ -265,6 +273,24 @@ func (l *Lab) NodeKubeconfig() string { return l.path("pki", "admin.kubeconfig")
 // Kubeconfig is the path of an admin kubeconfig that works from the
 // machine (through the loopback forwarder) while the lab runs.
 func (l *Lab) Kubeconfig() string { return l.path("kubeconfig") }
+
+// KubectlCacheDir is the discovery and HTTP cache for kubectl run against
+// the lab. kubectl's default, ~/.kube/cache, is in the user's home and
+// would outlive the lab.
+func (l *Lab) KubectlCacheDir() string { return l.path("home", ".kube", "cache") }
+
+// ToolEnv is the environment for kubectl and other clients run from the
+// machine against the lab: the lab's kubeconfig, and a HOME and kubectl
+// cache inside the lab's folder, so that nothing is written into the
+// user's home.
+func (l *Lab) ToolEnv() []string {
+	return []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=" + l.path("home"),
+		"KUBECONFIG=" + l.Kubeconfig(),
+		"KUBECACHEDIR=" + l.KubectlCacheDir(),
+	}
+}
 
 func (l *Lab) path(parts ...string) string {
 	return filepath.Join(append([]string{l.cfg.Dir}, parts...)...)

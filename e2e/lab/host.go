@@ -25,6 +25,7 @@ type host struct {
 	name   string
 	cg     string // cgroup below the lab's subtree that its processes join
 	mounts bool   // has its own mount namespace
+	wd     string // working folder of its processes: the lab's folder
 	holder *proc
 	netns  ns.NetNS
 	nl     *netlink.Handle
@@ -39,7 +40,7 @@ func (l *Lab) newHost(name string, ownMounts bool, setup string) (*host, error) 
 // newHostIn is newHost with the host's processes in cgroup cg (below the
 // lab's subtree).
 func (l *Lab) newHostIn(name, cg string, ownMounts bool, setup string) (*host, error) {
-	h := &host{name: name, cg: cgroupName + "/" + cg, mounts: ownMounts}
+	h := &host{name: name, cg: cgroupName + "/" + cg, mounts: ownMounts, wd: l.cfg.Dir}
 	if err := makeCgroup(cg); err != nil {
 		return nil, err
 	}
@@ -50,7 +51,7 @@ func (l *Lab) newHostIn(name, cg string, ownMounts bool, setup string) (*host, e
 	}
 	script := joinCgroup + "set -e\n" + setup + "\n: > " + shellQuote(ready) + "\nexec sleep infinity\n"
 	argv = append(argv, "--", "/bin/sh", "-c", script, "sh", h.cg)
-	p, err := startProc(name+"/holder", l.logPath(name, "holder"), argv, l.env())
+	p, err := startProc(name+"/holder", l.logPath(name, "holder"), argv, l.env(), l.cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +59,7 @@ func (l *Lab) newHostIn(name, cg string, ownMounts bool, setup string) (*host, e
 	l.addProc(p)
 	if err := waitFor(10*time.Second, func() (bool, error) {
 		if p.exited() {
-			return false, fmt.Errorf("holder of %s exited: %v\n%s", name, p.err, p.tail(20))
+			return false, fmt.Errorf("holder of %s exited: %w\n%s", name, p.err, p.tail(20))
 		}
 		_, err := os.Stat(ready)
 		return err == nil, nil
@@ -102,11 +103,16 @@ func (h *host) close() {
 func (h *host) NetNSPath() string { return fmt.Sprintf("/proc/%d/ns/net", h.holder.pid()) }
 
 // nsenterArgs prefixes argv so that it runs in the host's namespaces and
-// joins its cgroup before exec.
+// joins its cgroup before exec. It runs in the lab's folder: entering a
+// mount namespace moves a process to the machine's /, and whatever a
+// program writes relative to where it runs must land in the lab.
 func (h *host) nsenterArgs(argv []string) []string {
 	out := []string{"nsenter", "-t", strconv.Itoa(h.holder.pid()), "-n"}
 	if h.mounts {
 		out = append(out, "-m")
+	}
+	if h.wd != "" {
+		out = append(out, "--wd="+h.wd)
 	}
 	out = append(out, "--", "/bin/sh", "-c", joinCgroup+`exec "$@"`, "sh", h.cg)
 	return append(out, argv...)
@@ -114,7 +120,7 @@ func (h *host) nsenterArgs(argv []string) []string {
 
 // start runs a long-lived daemon in the host.
 func (l *Lab) startIn(h *host, name string, argv []string) (*proc, error) {
-	p, err := startProc(h.name+"/"+name, l.logPath(h.name, name), h.nsenterArgs(argv), l.env())
+	p, err := startProc(h.name+"/"+name, l.logPath(h.name, name), h.nsenterArgs(argv), l.env(), l.cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -133,6 +139,7 @@ func (l *Lab) run(ctx context.Context, h *host, stdin []byte, argv ...string) ([
 	full := h.nsenterArgs(argv)
 	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
 	cmd.Env = l.env()
+	cmd.Dir = l.cfg.Dir
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

@@ -2,7 +2,7 @@
 // without Docker: a control-plane host running etcd, kube-apiserver,
 // kube-controller-manager and kube-scheduler; worker and gateway nodes each
 // with their own containerd and kubelet; a firewall that joins the
-// underlay to an on-prem segment with HTTP echo backends (SPEC §6).
+// underlay to an on-prem segment with HTTP echo backends (docs/design.md §6).
 //
 // Every host is a network namespace (nodes also get a mount namespace)
 // held open by a process of the lab, and every process the lab starts

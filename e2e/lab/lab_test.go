@@ -21,6 +21,13 @@ import (
 // childEnv makes the test binary a lab process that a test then kills.
 const childEnv = "NSEGRESS_LAB_TEST_CHILD"
 
+// atStart is which of the machine's folders existed when the test binary
+// started, before any of its labs. The tests' own before-snapshots come
+// later, after earlier tests' labs (and those of other test binaries
+// running beside this one) may already have created a folder, which then
+// looks like the machine's own.
+var atStart MachineSnapshot
+
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		if err := runChild(); err != nil {
@@ -29,6 +36,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	atStart = SnapshotMachine()
 	os.Exit(m.Run())
 }
 
@@ -127,20 +135,28 @@ func machineState(t *testing.T) map[string]string {
 		}
 		state["sysctl "+s] = string(b)
 	}
-	for _, p := range []string{"/etc/cni", "/var/lib/cni", "/opt/cni", "/usr/libexec/kubernetes", "/var/lib/kubelet",
-		"/var/lib/containerd", "/run/containerd", os.Getenv("HOME") + "/.kube"} {
-		_, err := os.Stat(p)
-		state["exists "+p] = fmt.Sprint(err == nil)
+	for p, ok := range SnapshotMachine() {
+		state["exists "+p] = fmt.Sprint(ok)
 	}
 	return state
 }
 
-func diffState(t *testing.T, before, after map[string]string) {
+// checkMachine fails the test if the machine differs from before, or if
+// one of its folders exists that did not when the test binary started.
+func checkMachine(t *testing.T, before map[string]string) {
 	t.Helper()
+	after := machineState(t)
 	for k, v := range before {
 		if after[k] != v {
 			t.Errorf("%s changed:\nbefore:\n%s\nafter:\n%s", k, v, after[k])
 		}
+	}
+	for _, p := range atStart.Appeared() {
+		t.Errorf("%s exists on the machine but did not when the test binary started: "+
+			"a lab (this test's, an earlier test's or another test binary's) created it", p)
+	}
+	for _, p := range atStart.Existing() {
+		t.Logf("%s existed before the test binary started; whether a lab writes there cannot be told", p)
 	}
 }
 
@@ -188,7 +204,7 @@ func TestLabLeavesTheMachineAsItFound(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	diffState(t, before, machineState(t))
+	checkMachine(t, before)
 	if _, err := os.Stat(cfg.Dir); !os.IsNotExist(err) {
 		t.Errorf("lab folder %s still exists (err=%v)", cfg.Dir, err)
 	}
@@ -283,7 +299,7 @@ func TestInterruptedLabRemovesItself(t *testing.T) {
 	if pids, err := cgroupPIDs(); err != nil || len(pids) > 0 {
 		t.Errorf("processes left after the interrupt: %v (%v)", pids, err)
 	}
-	diffState(t, before, machineState(t))
+	checkMachine(t, before)
 	if _, err := os.Stat(cfg.Dir); !os.IsNotExist(err) {
 		t.Errorf("lab folder %s still exists after the interrupt", cfg.Dir)
 	}
@@ -328,5 +344,5 @@ func TestKilledLabIsClearedAtNextStart(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	diffState(t, before, machineState(t))
+	checkMachine(t, before)
 }

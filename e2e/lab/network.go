@@ -14,7 +14,7 @@ const (
 	onPremBridge   = "onprem"
 )
 
-// underlayMTU is the MTU of every lab link (SPEC §6: underlay and pods at
+// underlayMTU is the MTU of every lab link (docs/design.md §6: underlay and pods at
 // 1500).
 const underlayMTU = 1500
 

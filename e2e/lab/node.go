@@ -119,7 +119,7 @@ func (l *Lab) newNode(plan nodePlan) (*Node, error) {
 	if err := route(h, netip.MustParsePrefix("0.0.0.0/0"), FirewallUnderlayIP); err != nil {
 		return nil, err
 	}
-	// Hardened hosts check reverse paths strictly (SPEC §6); nodes route
+	// Hardened hosts check reverse paths strictly (docs/design.md §6); nodes route
 	// for their pods.
 	if err := h.sysctl(map[string]string{
 		"net.ipv4.conf.all.rp_filter":     "1",
@@ -201,7 +201,7 @@ state = "/run/containerd"
 	n.containerd = p
 	if err := waitFor(20*time.Second, func() (bool, error) {
 		if p.exited() {
-			return false, fmt.Errorf("containerd on %s exited: %v\n%s", n.Name, p.err, p.tail(20))
+			return false, fmt.Errorf("containerd on %s exited: %w\n%s", n.Name, p.err, p.tail(20))
 		}
 		_, err := os.Stat(n.ContainerdSocket())
 		return err == nil, nil
@@ -252,7 +252,7 @@ authentication:
   x509: {clientCAFile: %s}
 authorization: {mode: Webhook}
 containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
-# cgroups v1 hybrid without systemd (SPEC §6).
+# cgroups v1 hybrid without systemd (docs/design.md §6).
 cgroupDriver: cgroupfs
 cgroupRoot: /%s/%s/pods
 failCgroupV1: false
@@ -261,6 +261,9 @@ oomScoreAdj: 0
 # Never rewrite the machine's sysctls; the node's mount namespace shows
 # the expected values instead.
 protectKernelDefaults: true
+# Below the node's own /var/lib: the default, /usr/libexec/kubernetes/...,
+# which the kubelet creates, is the machine's (the node shares its /usr).
+# The root and cert folders default to /var/lib/kubelet, the node's too.
 volumePluginDir: /var/lib/kubelet/volumeplugins
 podLogsDir: /var/log/pods
 resolvConf: ""
@@ -306,7 +309,7 @@ nodeStatusReportFrequency: 10s
 func (l *Lab) waitNodeReady(ctx context.Context, n *Node, timeout time.Duration) error {
 	err := waitFor(timeout, func() (bool, error) {
 		if n.kubelet.exited() {
-			return false, fmt.Errorf("kubelet on %s exited: %v\n%s", n.Name, n.kubelet.err, n.kubelet.tail(30))
+			return false, fmt.Errorf("kubelet on %s exited: %w\n%s", n.Name, n.kubelet.err, n.kubelet.tail(30))
 		}
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()

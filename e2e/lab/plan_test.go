@@ -2,6 +2,9 @@ package lab
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -96,6 +99,34 @@ func TestHostPathMapsOnlyPerNodeFolders(t *testing.T) {
 	for _, in := range []string{"/etc/passwd", "/optional", "/var/lib2/x"} {
 		if _, err := n.HostPath(in); err == nil {
 			t.Errorf("HostPath(%s) succeeded; it is not a per-node folder", in)
+		}
+	}
+}
+
+func TestMachineSnapshotSeesOnlyNewPaths(t *testing.T) {
+	dir := t.TempDir()
+	old, fresh, never := filepath.Join(dir, "old"), filepath.Join(dir, "fresh"), filepath.Join(dir, "never")
+	if err := os.Mkdir(old, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := snapshotPaths([]string{old, fresh, never})
+	if err := os.MkdirAll(filepath.Join(fresh, "kubelet-plugins"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Appeared(); !slices.Equal(got, []string{fresh}) {
+		t.Errorf("Appeared = %v, want [%s]", got, fresh)
+	}
+	if got := s.Existing(); !slices.Equal(got, []string{old}) {
+		t.Errorf("Existing = %v, want [%s]", got, old)
+	}
+}
+
+func TestMachinePathsCoverTheDefaultsTheLabMoves(t *testing.T) {
+	got := MachinePaths()
+	for _, p := range []string{"/usr/libexec/kubernetes", "/var/lib/kubelet", "/etc/kubernetes", "/root/.kube",
+		"/etc/cni", "/opt/cni", "/var/lib/cni"} {
+		if !slices.Contains(got, p) {
+			t.Errorf("MachinePaths lacks %s", p)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -59,7 +60,7 @@ const LabboxImage = images.LabboxRef
 func goList(ctx context.Context, args ...string) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", append([]string{"list"}, args...)...).Output()
 	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			return "", fmt.Errorf("go list %s: %w: %s", strings.Join(args, " "), err, ee.Stderr)
 		}
 		return "", fmt.Errorf("go list %s: %w", strings.Join(args, " "), err)

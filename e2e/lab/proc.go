@@ -223,9 +223,10 @@ type proc struct {
 	err  error
 }
 
-// startProc starts argv with its output in logPath. The caller has already
-// wrapped argv so that it joins the lab's cgroup before it execs.
-func startProc(name, logPath string, argv []string, env []string) (*proc, error) {
+// startProc starts argv in folder dir with its output in logPath. The
+// caller has already wrapped argv so that it joins the lab's cgroup before
+// it execs.
+func startProc(name, logPath string, argv []string, env []string, dir string) (*proc, error) {
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -234,6 +235,7 @@ func startProc(name, logPath string, argv []string, env []string) (*proc, error)
 	cmd.Stdout = lf
 	cmd.Stderr = lf
 	cmd.Env = env
+	cmd.Dir = dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Its own process group, so a terminal's Ctrl-C reaches the lab,
 		// which then shuts down in order, and not every daemon at once.
