@@ -9,6 +9,8 @@ BIN := bin
 # for the lab firewall and golden rulesets, util-linux for nsenter/unshare.
 DEB_PACKAGES := containerd runc nftables util-linux iproute2
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# errorlint: errors are wrapped with %w and compared with errors.Is/As.
+ERRORLINT := codeberg.org/polyfloyd/go-errorlint@v1.9.1
 TEST_FLAGS ?=
 
 .PHONY: all build deps tools generate verify lint test test-unit bench demo clean
@@ -38,7 +40,7 @@ tools:
 generate:
 	tools/generate.sh
 
-## verify: fail if generated files are stale, code is unformatted or vet/staticcheck complain
+## verify: fail if generated files are stale, code is unformatted, vet/staticcheck/errorlint complain or a netlink dump bypasses the retrying wrapper
 verify: lint
 	tools/verify.sh
 
@@ -46,6 +48,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(ERRORLINT) -errorf ./...
 
 ## test: every test, with the race detector; run as root
 test: deps tools build

@@ -21,6 +21,7 @@ import (
 	agentnode "github.com/nsegress/nsegress/agent/node"
 	"github.com/nsegress/nsegress/e2e/cnitier"
 	"github.com/nsegress/nsegress/e2e/lab"
+	"github.com/nsegress/nsegress/e2e/privtest"
 	"github.com/nsegress/nsegress/nft"
 )
 
@@ -286,22 +287,19 @@ func startPod(b testing.TB, cs kubernetes.Interface, ns, name, node string) time
 		b.Fatal(err)
 	}
 	var took time.Duration
-	for {
+	privtest.Eventually(b, 90*time.Second, "pod "+ns+"/"+name+" Running", func() (bool, error) {
 		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err == nil && p.Status.Phase == corev1.PodRunning {
 			took = time.Since(start)
-			break
+			return true, nil
 		}
-		if time.Since(start) > 90*time.Second {
-			b.Fatalf("pod %s/%s not Running after 90s", ns, name)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false, err
+	})
 	zero := int64(0)
 	_ = cs.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
-	waitUntil(b, 60*time.Second, "pod "+name+" gone", func() bool {
+	privtest.Eventually(b, 60*time.Second, "pod "+name+" gone", func() (bool, error) {
 		_, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		return err != nil
+		return err != nil, nil
 	})
 	return took
 }

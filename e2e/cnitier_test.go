@@ -11,6 +11,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/e2e/cnitier"
 	"github.com/nsegress/nsegress/e2e/lab"
 )
@@ -103,7 +104,7 @@ func TestCNITierRunsANodesConflist(t *testing.T) {
 			}
 			var have bool
 			err = pod.NetNS.Do(func() error {
-				addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+				addrs, err := datapath.AddrList(nil, netlink.FAMILY_V4)
 				for _, a := range addrs {
 					have = have || a.IP.Equal(ip)
 				}

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nsegress/nsegress/e2e/lab"
+	"github.com/nsegress/nsegress/e2e/privtest"
 )
 
 // TestDaemonSetHostPathLandsOnItsOwnNode is what the installer relies on:
@@ -53,9 +54,9 @@ func TestDaemonSetHostPathLandsOnItsOwnNode(t *testing.T) {
 		t.Fatalf("create DaemonSet: %v", err)
 	}
 	for _, n := range c.Nodes() {
-		waitUntil(t, 60*time.Second, "marker on "+n.Name, func() bool {
+		privtest.Eventually(t, 60*time.Second, "marker on "+n.Name, func() (bool, error) {
 			b, err := c.ReadNodeFile(n.Name, marker)
-			return err == nil && string(b) == n.Name
+			return err == nil && string(b) == n.Name, err
 		})
 	}
 	if _, err := os.Stat(marker); !os.IsNotExist(err) {

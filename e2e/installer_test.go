@@ -20,6 +20,7 @@ import (
 	"github.com/nsegress/nsegress/agent/install"
 	"github.com/nsegress/nsegress/e2e/images"
 	"github.com/nsegress/nsegress/e2e/lab"
+	"github.com/nsegress/nsegress/e2e/privtest"
 )
 
 // labInstall is install/ with the lab's differences patched in.
@@ -68,9 +69,9 @@ func installNsegress(t testing.TB, c Cluster) {
 		t.Fatalf("agents not ready: %v\n%s\nagent logs:\n%s", err, out, logs)
 	}
 	for _, n := range c.Nodes() {
-		waitUntil(t, 5*time.Second, "nsegress chained on "+n.Name, func() bool {
+		privtest.Eventually(t, 5*time.Second, "nsegress chained on "+n.Name, func() (bool, error) {
 			b, err := c.ReadNodeFile(n.Name, nodeConflist)
-			return err == nil && cniconf.Chained(b)
+			return err == nil && cniconf.Chained(b), err
 		})
 	}
 }
@@ -94,9 +95,9 @@ func uninstallNsegress(t testing.TB, c Cluster) {
 		t.Fatalf("kubectl delete -k: %v\n%s", err, out)
 	}
 	cs := clientset(t, c)
-	waitUntil(t, 90*time.Second, "agent pods gone", func() bool {
+	privtest.Eventually(t, 90*time.Second, "agent pods gone", func() (bool, error) {
 		pods, err := cs.CoreV1().Pods("nsegress-system").List(ctx, metav1.ListOptions{})
-		return err == nil && len(pods.Items) == 0
+		return err == nil && len(pods.Items) == 0, err
 	})
 }
 
@@ -124,17 +125,17 @@ func TestInstallerChainsAndUninstallsCleanly(t *testing.T) {
 		start := time.Now()
 		installNsegress(t, c)
 		if round == 1 {
-			waitUntil(t, 30*time.Second, "startup taint lifted from "+tainted, func() bool {
+			privtest.Eventually(t, 30*time.Second, "startup taint lifted from "+tainted, func() (bool, error) {
 				n, err := cs.CoreV1().Nodes().Get(context.Background(), tainted, metav1.GetOptions{})
 				if err != nil {
-					return false
+					return false, err
 				}
 				for _, tt := range n.Spec.Taints {
 					if tt.Key == startupTaint {
-						return false
+						return false, nil
 					}
 				}
-				return true
+				return true, nil
 			})
 		}
 		t.Logf("round %d: installed in %s", round, time.Since(start).Round(time.Millisecond))
@@ -227,15 +228,15 @@ func TestAKilledAgentLeavesAValidConflist(t *testing.T) {
 			t.Logf("agent logs:\n%s", agentLogs(c, 20))
 		}
 	})
-	waitUntil(t, 20*time.Second, "the agent to die before its rename", func() bool {
-		entries, _ := os.ReadDir(dir)
+	privtest.Eventually(t, 20*time.Second, "the agent to die before its rename", func() (bool, error) {
+		entries, err := os.ReadDir(dir)
 		for _, e := range entries {
 			if strings.HasPrefix(e.Name(), ".10-lab.conflist") {
 				temp = e.Name()
-				return true
+				return true, nil
 			}
 		}
-		return false
+		return false, err
 	})
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -256,13 +257,13 @@ func TestAKilledAgentLeavesAValidConflist(t *testing.T) {
 	if out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "rollout", "status", "daemonset/nsegress-agent", "--timeout=180s"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	waitUntil(t, 120*time.Second, "nsegress chained again on "+node.Name, func() bool {
+	privtest.Eventually(t, 120*time.Second, "nsegress chained again on "+node.Name, func() (bool, error) {
 		b, err := os.ReadFile(path)
-		return err == nil && cniconf.Chained(b)
+		return err == nil && cniconf.Chained(b), err
 	})
-	waitUntil(t, 10*time.Second, "temporary file "+temp+" removed", func() bool {
+	privtest.Eventually(t, 10*time.Second, "temporary file "+temp+" removed", func() (bool, error) {
 		_, err := os.Stat(filepath.Join(dir, temp))
-		return os.IsNotExist(err)
+		return os.IsNotExist(err), err
 	})
 }
 
@@ -326,22 +327,27 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 	}()
 
 	path := mustHostPath(t, labNode(c, node.Name), nodeConflist)
+	// Read once the test failed, not at every check of a condition.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent logs:\n%s", agentLogs(c, 30))
+		}
+	})
 	for i := 0; i < 50; i++ {
 		// The primary writes its own file again, without our entry.
 		if err := os.WriteFile(path, primary, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(time.Second)
-		for {
+		privtest.Eventually(t, time.Second, fmt.Sprintf("nsegress back in the conflist after rewrite %d", i), func() (bool, error) {
 			b, err := os.ReadFile(path)
-			if err == nil && cniconf.Chained(b) {
-				break
+			if err != nil {
+				return false, err
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("rewrite %d: nsegress not back in the conflist within 1s:\n%s\nagent logs:\n%s", i, b, agentLogs(c, 30))
+			if !cniconf.Chained(b) {
+				return false, fmt.Errorf("not chained:\n%s", b)
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return true, nil
+		})
 		// A primary restarting in a loop, not a tight spin.
 		time.Sleep(150 * time.Millisecond)
 	}
@@ -356,9 +362,9 @@ func TestInstallerSurvivesAPrimaryThatRewritesItsConflist(t *testing.T) {
 		t.Fatalf("only %d pods were created during the rewrites", len(created))
 	}
 	for _, p := range created {
-		waitUntil(t, 60*time.Second, "pod "+p.Name+" Running", func() bool {
+		privtest.Eventually(t, 60*time.Second, "pod "+p.Name+" Running", func() (bool, error) {
 			got, err := cs.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
-			return err == nil && got.Status.Phase == corev1.PodRunning && got.Status.PodIP != ""
+			return err == nil && got.Status.Phase == corev1.PodRunning && got.Status.PodIP != "", err
 		})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nsegress/nsegress/e2e/lab"
+	"github.com/nsegress/nsegress/e2e/privtest"
 )
 
 // seedManifests are the seed scenario's group and policies.
@@ -39,10 +40,10 @@ func execIn(ctx context.Context, c Cluster, ns, pod string, argv ...string) (str
 func waitPoliciesReady(t testing.TB, c Cluster, names ...string) {
 	t.Helper()
 	for _, n := range names {
-		waitUntil(t, 60*time.Second, "policy "+n+" Ready", func() bool {
+		privtest.Eventually(t, 60*time.Second, "policy "+n+" Ready", func() (bool, error) {
 			out, err := kubectl(context.Background(), c, "", "get", "egressnatpolicy", n,
 				"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
-			return err == nil && strings.TrimSpace(out) == "True"
+			return err == nil && strings.TrimSpace(out) == "True", err
 		})
 	}
 }
@@ -217,9 +218,9 @@ func TestSeedScenario(t *testing.T) {
 		if _, err := cs.CoreV1().Pods("purple").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 90*time.Second, "pod purple/eager Succeeded", func() bool {
+		privtest.Eventually(t, 90*time.Second, "pod purple/eager Succeeded", func() (bool, error) {
 			p, err := cs.CoreV1().Pods("purple").Get(ctx, "eager", metav1.GetOptions{})
-			return err == nil && p.Status.Phase == corev1.PodSucceeded
+			return err == nil && p.Status.Phase == corev1.PodSucceeded, err
 		})
 		logs, err := kubectl(ctx, c, "", "logs", "-n", "purple", "eager")
 		if err != nil {
@@ -250,9 +251,9 @@ func TestSeedScenario(t *testing.T) {
 		}
 		eventually := func(what string, p seedPod, ok bool) {
 			t.Helper()
-			waitUntil(t, 20*time.Second, what, func() bool {
+			privtest.Eventually(t, 20*time.Second, what, func() (bool, error) {
 				_, err := reach(p)
-				return (err == nil) == ok
+				return (err == nil) == ok, err
 			})
 		}
 		darkblue, lightblue := clients[1], clients[2]
@@ -297,14 +298,22 @@ func TestSeedScenario(t *testing.T) {
 			}
 		}
 		label("=onprem")
-		waitUntil(t, 20*time.Second, "purple/unselected reaching backend 1 once labelled", func() bool {
+		privtest.Eventually(t, 20*time.Second, "purple/unselected reaching backend 1 once labelled", func() (bool, error) {
 			out, err := reach()
-			return err == nil && out == lab.FloatingIPs[0].String()
+			if err != nil {
+				return false, err
+			}
+			if out != lab.FloatingIPs[0].String() {
+				return false, fmt.Errorf("left as %q", out)
+			}
+			return true, nil
 		})
 		label("-")
-		waitUntil(t, 20*time.Second, "purple/unselected blocked again once unlabelled", func() bool {
-			_, err := reach()
-			return err != nil
+		privtest.Eventually(t, 20*time.Second, "purple/unselected blocked again once unlabelled", func() (bool, error) {
+			if out, err := reach(); err == nil {
+				return false, fmt.Errorf("still reaches backend 1, as %q", out)
+			}
+			return true, nil
 		})
 		got, err := cs.CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
 		if err != nil || got.Status.ContainerStatuses[0].RestartCount != 0 || got.Status.PodIP != running[3].Status.PodIP {
@@ -315,9 +324,15 @@ func TestSeedScenario(t *testing.T) {
 	t.Run("deleting every pod leaves no per-pod element", func(t *testing.T) {
 		deleteAll(t, cs, append(seedTeams, "plain"))
 		for _, n := range c.Nodes() {
-			waitUntil(t, 30*time.Second, "no pod element on "+n.Name, func() bool {
+			privtest.Eventually(t, 30*time.Second, "no pod element on "+n.Name, func() (bool, error) {
 				elems, err := podElements(ctx, c, n.Name)
-				return err == nil && len(elems) == 0
+				if err != nil {
+					return false, err
+				}
+				if len(elems) != 0 {
+					return false, fmt.Errorf("pod elements %q", elems)
+				}
+				return true, nil
 			})
 		}
 	})
@@ -361,9 +376,9 @@ func deleteAll(t *testing.T, cs kubernetes.Interface, namespaces []string) {
 		}
 	}
 	for _, ns := range namespaces {
-		waitUntil(t, 60*time.Second, "pods of "+ns+" gone", func() bool {
+		privtest.Eventually(t, 60*time.Second, "pods of "+ns+" gone", func() (bool, error) {
 			l, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-			return err == nil && len(l.Items) == 0
+			return err == nil && len(l.Items) == 0, err
 		})
 	}
 }

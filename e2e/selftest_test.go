@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/nsegress/nsegress/e2e/lab"
+	"github.com/nsegress/nsegress/e2e/privtest"
 )
 
 func command(ctx context.Context, bin string, args ...string) *exec.Cmd {
@@ -50,9 +51,9 @@ func testNamespace(t testing.TB, cs kubernetes.Interface, name string, labels ma
 	})
 	// The controller manager creates the default ServiceAccount; pods are
 	// refused until it exists.
-	waitUntil(t, 30*time.Second, "default ServiceAccount in "+name, func() bool {
+	privtest.Eventually(t, 30*time.Second, "default ServiceAccount in "+name, func() (bool, error) {
 		_, err := cs.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
-		return err == nil
+		return err == nil, err
 	})
 }
 
@@ -86,27 +87,16 @@ func runPods(t testing.TB, cs kubernetes.Interface, pods ...*corev1.Pod) []*core
 	}
 	out := make([]*corev1.Pod, len(pods))
 	for i, p := range pods {
-		waitUntil(t, 60*time.Second, "pod "+p.Namespace+"/"+p.Name+" Running", func() bool {
+		privtest.Eventually(t, 60*time.Second, "pod "+p.Namespace+"/"+p.Name+" Running", func() (bool, error) {
 			got, err := cs.CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
 			if err != nil || got.Status.Phase != corev1.PodRunning || got.Status.PodIP == "" {
-				return false
+				return false, err
 			}
 			out[i] = got
-			return true
+			return true, nil
 		})
 	}
 	return out
-}
-
-func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 func TestLabNodesAreReadyAndLabelled(t *testing.T) {

@@ -5,13 +5,14 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/nsegress/nsegress/e2e/privtest"
 )
 
 // probeRuleset counts, in the node, marked packets after our forward
@@ -108,32 +109,23 @@ func counterPackets(t *testing.T, ns netns.NsHandle, name string) int {
 }
 
 // udpFrom sends count UDP datagrams from ns to dst (port 9, discard);
-// nothing answers. The socket is made on a thread that enters ns and
-// dies with its goroutine, so no other goroutine ever runs in ns.
+// nothing answers. The socket is made inside ns by privtest.Do.
 func udpFrom(t *testing.T, ns netns.NsHandle, dst string, count int) {
 	t.Helper()
-	errc := make(chan error)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with us
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
+	err := privtest.Do(ns, func() error {
 		c, err := net.Dial("udp4", net.JoinHostPort(dst, "9"))
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
 		defer c.Close()
 		for range count {
 			if _, err := c.Write([]byte("nsegress")); err != nil {
-				errc <- err
-				return
+				return err
 			}
 		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+		return nil
+	})
+	if err != nil {
 		t.Fatalf("send to %s: %v", dst, err)
 	}
 }

@@ -59,7 +59,7 @@ func (t *Table) addPodOnce(k PodKey, id uint16) (replace bool, err error) {
 		return false, nil
 	case errors.Is(err, unix.ENOENT):
 		// The jump target (or the whole table) does not exist.
-		return false, fmt.Errorf("nft: add pod %s: policy %d: %w (no chain %s in table ip %s: %v)",
+		return false, fmt.Errorf("nft: add pod %s: policy %d: %w (no chain %s in table ip %s: %w)",
 			k, id, ErrPolicyNotProgrammed, policyChain(id), t.table.Name, err)
 	case isElementClash(err):
 		return true, nil

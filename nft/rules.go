@@ -44,7 +44,7 @@ func preroutingRules(pols []Policy, prefix string) [][]expr.Any {
 		}
 	}
 	// Any other tunnel ingress, e.g. from a gateway that no longer holds
-	// the egress IP, must not be routed (SPEC §5, no borrowing).
+	// the egress IP, must not be routed (docs/design.md §5, no borrowing).
 	rules = append(rules, concat(ifnamePrefix(expr.MetaKeyIIFNAME, prefix), verdict(expr.VerdictDrop)))
 	rules = append(rules, podLookupRule())
 	return rules
@@ -73,7 +73,7 @@ func policyRules(p Policy) [][]expr.Any {
 		return [][]expr.Any{notDst, verdict(expr.VerdictDrop)}
 	}
 	// The ct mark lets later packets of the connection (replies, MSS
-	// clamping) be recognised after the packet mark is cleared (SPEC §7).
+	// clamping) be recognised after the packet mark is cleared (docs/design.md §7).
 	return [][]expr.Any{notDst, concat(setMark(p.ID), setCtMark(p.ID))}
 }
 
@@ -122,7 +122,7 @@ func snatRules(pols []Policy) [][]expr.Any {
 		case ModeTunnel:
 			// Identity SNAT: binds the connection's NAT so that the
 			// primary CNI's masquerade (priority srcnat) does not
-			// rewrite the pod's source before the tunnel (SPEC §7).
+			// rewrite the pod's source before the tunnel (docs/design.md §7).
 			rules = append(rules, concat(markIs(p.ID), ifnameIs(expr.MetaKeyOIFNAME, p.Device),
 				[]expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}},
 				snatToReg()))
@@ -137,7 +137,7 @@ func snatRules(pols []Policy) [][]expr.Any {
 
 // clearMarkRule clears the nsegress part of the mark of packets entering
 // a tunnel device: the outer VXLAN packet inherits the mark and would be
-// routed back into the tunnel (SPEC §7, first pitfall).
+// routed back into the tunnel (docs/design.md §7, first pitfall).
 func clearMarkRule(prefix string) []expr.Any {
 	return concat(ifnamePrefix(expr.MetaKeyOIFNAME, prefix), []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
@@ -147,7 +147,7 @@ func clearMarkRule(prefix string) []expr.Any {
 }
 
 // tunnelPeerRule is "udp dport port ip saddr != @peers drop": only
-// cluster nodes may send tunnel traffic (SPEC §5, no borrowing).
+// cluster nodes may send tunnel traffic (docs/design.md §5, no borrowing).
 func tunnelPeerRule(port uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},

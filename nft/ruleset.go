@@ -78,7 +78,7 @@ var (
 	prioMangle = nftables.ChainPriorityMangle
 	prioFilter = nftables.ChainPriorityFilter
 	// prioSNAT runs before the primary CNI's masquerade (srcnat), so the
-	// source NAT nsegress binds is the one that counts (SPEC §7).
+	// source NAT nsegress binds is the one that counts (docs/design.md §7).
 	prioSNAT = nftables.ChainPriorityRef(*nftables.ChainPriorityNATSource - 10)
 	// prioAfterNAT clears the mark only after every NAT chain has seen it.
 	prioAfterNAT = nftables.ChainPriorityRef(300)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/nsegress/nsegress/e2e/privtest"
 )
 
 // manyPods returns n pods, alternating between policies 7 and 9.
@@ -63,18 +65,19 @@ func startMonitor(t testing.TB, ns netns.NsHandle) *monitor {
 }
 
 // sync creates and deletes a marker table until the monitor has printed
-// its deletion: every event before it has been printed too.
+// its deletion: every event before it has been printed too. The marker
+// is made again at every check, since a monitor that is only starting
+// may have missed the first one.
 func (m *monitor) sync(name string) {
 	m.t.Helper()
 	marker := "marker_" + name
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		runIn(m.t, m.ns, "nft", "add table ip "+marker+"; delete table ip "+marker)
-		time.Sleep(50 * time.Millisecond)
+	privtest.Eventually(m.t, 10*time.Second, "nft monitor to report the marker "+marker, func() (bool, error) {
 		if strings.Contains(m.text(), "delete table ip "+marker) {
-			return
+			return true, nil
 		}
-	}
-	m.t.Fatalf("nft monitor did not report the marker %s:\n%s", marker, m.text())
+		runIn(m.t, m.ns, "nft", "add table ip "+marker+"; delete table ip "+marker)
+		return false, fmt.Errorf("the monitor printed:\n%s", m.text())
+	})
 }
 
 // podEvents returns the monitor lines about elements of the pods map
@@ -151,18 +154,55 @@ func TestApplyChangesModesWithPodsInPlace(t *testing.T) {
 	wantPods(t, tbl, s.Pods)
 }
 
+// TestConcurrentAddDelPod races AddPod and DelPod through two handles of
+// the same table, each its own netlink connection as two plugin processes
+// have: every pod is added, replaced and re-added, and half of them are
+// then deleted (twice, as containerd's two DELs do), while 64 more that
+// existed before are deleted too. The map ends exactly as the survivors
+// say, whatever the interleaving.
 func TestConcurrentAddDelPod(t *testing.T) {
-	tbl, _ := newTestTable(t)
-	mustApply(t, tbl, twoPolicies())
-	pods := manyPods(64)
+	a, ns := newTestTable(t)
+	b, err := Open(WithNetNS(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	s := twoPolicies()
+	all := manyPods(192)
+	existing := map[PodKey]uint16{}
+	fresh := map[PodKey]uint16{}
+	for k, id := range all {
+		if k.IP.As4()[3]%3 == 0 {
+			existing[k] = id
+		} else {
+			fresh[k] = id
+		}
+	}
+	s.Pods = existing
+	mustApply(t, a, s)
+
+	want := map[PodKey]uint16{}
 	var wg sync.WaitGroup
-	errs := make(chan error, 3*len(pods))
-	for k, id := range pods {
+	errs := make(chan error, 6*len(all))
+	i := 0
+	for k, id := range fresh {
+		keep := i%2 == 0
+		i++
+		if keep {
+			want[k] = id
+		}
 		wg.Go(func() {
-			errs <- tbl.AddPod(k, id)
-			errs <- tbl.AddPod(k, 16-id) // replace
-			errs <- tbl.AddPod(k, id)
+			errs <- a.AddPod(k, id)
+			errs <- b.AddPod(k, 16-id) // replace, from the other handle
+			errs <- a.AddPod(k, id)
+			if !keep {
+				errs <- b.DelPod(k)
+				errs <- a.DelPod(k)
+			}
 		})
+	}
+	for k := range existing {
+		wg.Go(func() { errs <- b.DelPod(k) })
 	}
 	wg.Wait()
 	close(errs)
@@ -171,7 +211,11 @@ func TestConcurrentAddDelPod(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wantPods(t, tbl, pods)
+	if len(want) == 0 || len(want) == len(fresh) {
+		t.Fatalf("the test keeps %d of %d pods: it must both keep and delete", len(want), len(fresh))
+	}
+	wantPods(t, a, want)
+	wantPods(t, b, want)
 }
 
 func BenchmarkAddDelPod(b *testing.B) {

@@ -7,7 +7,7 @@
 // element of the verdict map "pods", keyed by the pod's address and the
 // host-side interface its packets arrive on, so that adding or removing a
 // pod costs one small transaction (AddPod, DelPod) whatever the number of
-// pods (SPEC §2: data structures grow with policies, not with pods).
+// pods (docs/design.md §2: data structures grow with policies, not with pods).
 //
 // The table is IPv4 only.
 package nft
@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/nsegress/nsegress/api/v1alpha1"
 )
 
 // Mode says what this node does with a policy's traffic.
@@ -53,9 +55,9 @@ func (m Mode) String() string {
 	return fmt.Sprintf("mode(%d)", uint8(m))
 }
 
-// MaxPolicyID is the largest policy ID: IDs are 12 bits wide so that
-// Mark(id) fits MarkMask.
-const MaxPolicyID = 4095
+// MaxPolicyID is the largest policy ID: the API's largest tunnel ID, 12
+// bits wide so that Mark(id) fits MarkMask (a test checks that it does).
+const MaxPolicyID = v1alpha1.MaxTunnelID
 
 // MarkMask is the part of the packet mark and the conntrack mark that
 // nsegress owns. The other bits belong to whoever else marks packets
@@ -115,7 +117,7 @@ type State struct {
 	// one of Policies.
 	Pods map[PodKey]uint16
 	// MSS is the TCP MSS that tunnelled connections are clamped to
-	// (SPEC §7: a VXLAN device has a smaller MTU than the uplink); 0
+	// (docs/design.md §7: a VXLAN device has a smaller MTU than the uplink); 0
 	// disables clamping.
 	MSS uint16
 	// TunnelPort is the VXLAN UDP port.

@@ -97,6 +97,7 @@ func bigSendBuffer(c *netlink.Conn) error {
 			return nil
 		}
 	}
+	// Without the bigger buffer a large Apply is only slower.
 	_ = c.SetWriteBuffer(sendBufferBytes)
 	return nil
 }
@@ -130,6 +131,7 @@ func (t *Table) Delete() error {
 // messages (google/nftables cannot discard them otherwise).
 func (t *Table) commit(queue func(*nftables.Conn) error) error {
 	if err := queue(t.conn); err != nil {
+		// The connection is replaced either way; the queue error matters.
 		_ = t.conn.CloseLasting()
 		if derr := t.dial(); derr != nil {
 			return errors.Join(err, derr)

@@ -6,29 +6,21 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"time"
+
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 // AgentBudget bounds ADD's question to the node's agent; the API server
 // gets LookupBudget after it.
 const AgentBudget = 250 * time.Millisecond
 
-// agentSocketName is the agent's socket in the state directory.
-const agentSocketName = "agent.sock"
-
-// AgentViewPath is the agent's endpoint for ADD's lookups.
-const AgentViewPath = "/v1/view"
-
-// AgentSocket is where the node's agent answers ADD's lookups.
-func (s State) AgentSocket() string { return filepath.Join(s.Dir, agentSocketName) }
-
 // lookupAgent asks the node's agent for the view: its client-go informers
 // already hold the namespaces, the node's pods and the policies, so ADD
 // needs no TLS handshake and no request of its own to the API server.
 // The agent answers only once its caches have synced, and with no pod
 // labels when its informer has not seen the pod yet.
-func lookupAgent(ctx context.Context, st State, namespace, pod string) (View, error) {
+func lookupAgent(ctx context.Context, st nodestate.State, namespace, pod string) (nodestate.View, error) {
 	ctx, cancel := context.WithTimeout(ctx, AgentBudget)
 	defer cancel()
 	hc := &http.Client{Transport: &http.Transport{
@@ -40,9 +32,9 @@ func lookupAgent(ctx context.Context, st State, namespace, pod string) (View, er
 	}}
 	defer hc.CloseIdleConnections()
 	q := url.Values{"namespace": {namespace}, "pod": {pod}}
-	var v View
-	if err := getJSON(ctx, hc, "http://agent", AgentViewPath+"?"+q.Encode(), &v); err != nil {
-		return View{}, fmt.Errorf("agent: %w", err)
+	var v nodestate.View
+	if err := getJSON(ctx, hc, "http://agent", nodestate.AgentViewPath+"?"+q.Encode(), &v); err != nil {
+		return nodestate.View{}, fmt.Errorf("agent: %w", err)
 	}
 	v.Source = "agent"
 	return v, nil

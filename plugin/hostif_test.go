@@ -3,30 +3,13 @@ package plugin
 import (
 	"encoding/json"
 	"net/netip"
-	"runtime"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/vishvananda/netns"
 
 	"github.com/nsegress/nsegress/e2e/privtest"
 )
-
-// inNetNS runs f on a locked thread inside ns.
-func inNetNS(t *testing.T, ns netns.NsHandle, f func() error) error {
-	t.Helper()
-	done := make(chan error)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err := netns.Set(ns); err != nil {
-			done <- err
-			return
-		}
-		done <- f()
-	}()
-	return <-done
-}
 
 func resultWith(t *testing.T, hostSide ...string) types.Result {
 	t.Helper()
@@ -79,9 +62,10 @@ func TestHostInterfaceMustBeThePrimarysOwn(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var got string
-			err := inNetNS(t, ns, func() error {
+			res := resultWith(t, c.hostSide...) // outside Do: it may call t.Fatal
+			err := privtest.Do(ns, func() error {
 				var err error
-				got, err = hostInterface(netip.MustParseAddr(c.ip), resultWith(t, c.hostSide...))
+				got, err = hostInterface(netip.MustParseAddr(c.ip), res)
 				return err
 			})
 			if c.ok && (err != nil || got != c.want) {

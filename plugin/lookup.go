@@ -16,37 +16,28 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/nsegress/nsegress/api/v1alpha1"
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 // LookupBudget bounds the API lookups of one ADD. With the agent's
 // AgentBudget before it, the state lock's LockWait after it and the
-// snapshot fallback, ADD answers within the 2 s SPEC §5 allows even when
+// snapshot fallback, ADD answers within 2 s (docs/design.md §5) even when
 // neither the agent nor the API server answers at all.
 const LookupBudget = 1000 * time.Millisecond
-
-// View is what ADD decides with: the namespace's and the pod's labels and
-// the policies. PodLabels nil means the pod's labels are unknown.
-type View struct {
-	NamespaceLabels map[string]string          `json:"namespaceLabels"`
-	PodLabels       map[string]string          `json:"podLabels"`
-	Policies        []v1alpha1.EgressNATPolicy `json:"policies"`
-	// Source says where the view came from, for the log.
-	Source string `json:"-"`
-}
 
 // lookupAPI reads the namespace, the pod and the policies from the API
 // server within ctx. It uses client-go's REST transport
 // (TLS, credentials from the kubeconfig) with plain GETs decoded into the
 // API types: the plugin starts for every pod and must not pay for a full
 // clientset's initialisation.
-func lookupAPI(ctx context.Context, kubeconfig, namespace, pod string) (View, error) {
+func lookupAPI(ctx context.Context, kubeconfig, namespace, pod string) (nodestate.View, error) {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
-		return View{}, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+		return nodestate.View{}, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 	}
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
-		return View{}, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
+		return nodestate.View{}, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 	}
 	defer hc.CloseIdleConnections()
 	get := func(path string, into any) error { return getJSON(ctx, hc, cfg.Host, path, into) }
@@ -63,7 +54,7 @@ func lookupAPI(ctx context.Context, kubeconfig, namespace, pod string) (View, er
 	// handshakes racing for the CPU.
 	errs[0] = get("/api/v1/namespaces/"+url.PathEscape(namespace), &ns)
 	if errs[0] != nil {
-		return View{}, errs[0]
+		return nodestate.View{}, errs[0]
 	}
 	wg.Add(2)
 	go func() {
@@ -81,17 +72,17 @@ func lookupAPI(ctx context.Context, kubeconfig, namespace, pod string) (View, er
 		// no policy can select the pod.
 		policies.Items = nil
 	case errs[2] != nil:
-		return View{}, errs[2]
+		return nodestate.View{}, errs[2]
 	}
-	v := View{NamespaceLabels: nonNil(ns.Labels), Policies: policies.Items, Source: "API server"}
+	v := nodestate.View{NamespaceLabels: nodestate.KnownLabels(ns.Labels), Policies: policies.Items, Source: "API server"}
 	switch {
 	case errs[1] == nil:
-		v.PodLabels = nonNil(p.Labels)
+		v.PodLabels = nodestate.KnownLabels(p.Labels)
 	case errors.Is(errs[1], errNotFound):
 		// The pod is being deleted while its sandbox starts: decide
 		// without its labels where that is possible.
 	default:
-		return View{}, errs[1]
+		return nodestate.View{}, errs[1]
 	}
 	return v, nil
 }
@@ -101,7 +92,7 @@ var errNotFound = errors.New("not found")
 func getJSON(ctx context.Context, hc *http.Client, host, path string, into any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, host+path, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("GET %s: %w", path, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := hc.Do(req)
@@ -126,28 +117,21 @@ func getJSON(ctx context.Context, hc *http.Client, host, path string, into any) 
 }
 
 // lookupSnapshot builds the view from the agent's snapshot.
-func lookupSnapshot(st State, namespace, pod string) (View, bool, error) {
+func lookupSnapshot(st nodestate.State, namespace, pod string) (nodestate.View, bool, error) {
 	snap, ok, err := st.ReadSnapshot()
 	if err != nil || !ok {
-		return View{}, false, err
+		return nodestate.View{}, false, err
 	}
 	nsLabels, ok := snap.Namespaces[namespace]
 	if !ok {
-		return View{}, false, nil
+		return nodestate.View{}, false, nil
 	}
-	v := View{NamespaceLabels: nonNil(nsLabels), Policies: snap.Policies,
+	v := nodestate.View{NamespaceLabels: nodestate.KnownLabels(nsLabels), Policies: snap.Policies,
 		Source: "snapshot of " + snap.Written.UTC().Format(time.RFC3339)}
 	if l, ok := snap.Pods[namespace+"/"+pod]; ok {
-		v.PodLabels = nonNil(l)
+		v.PodLabels = nodestate.KnownLabels(l)
 	}
 	return v, true, nil
-}
-
-func nonNil(m map[string]string) map[string]string {
-	if m == nil {
-		return map[string]string{}
-	}
-	return m
 }
 
 func truncate(b []byte, n int) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -18,16 +19,50 @@ import (
 
 	"github.com/nsegress/nsegress/api/v1alpha1"
 	"github.com/nsegress/nsegress/nft"
+	"github.com/nsegress/nsegress/nodestate"
 )
 
-// Funcs are the plugin's verbs for skel.PluginMainFuncs.
-func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus}
+// Plugin is the nsegress CNI plugin. Its verbs are methods, and what they
+// reach outside the process besides the state directory and the API (the
+// node's nft table, the node's routes) are fields, so that each test gives
+// its own plugin its own fakes and tests run in parallel.
+type Plugin struct {
+	// OpenTable opens the nft table the plugin programs pods into.
+	OpenTable func() (PodTable, error)
+	// HostInterface finds the node-side interface of a pod's address in
+	// the primary's result (hostInterface).
+	HostInterface func(ip netip.Addr, prev types.Result) (string, error)
+	// Stdout receives ADD's result, as the CNI spec asks.
+	Stdout io.Writer
 }
 
-// Datapath is the nft table the plugin programs pods into; tests point it
-// at a table of their own.
-var Datapath = func() (PodTable, error) { return nft.Open() }
+// New returns the plugin as it runs on a node: the node's own nft table
+// and routes.
+func New() *Plugin {
+	return &Plugin{
+		OpenTable:     func() (PodTable, error) { return nft.Open() },
+		HostInterface: hostInterface,
+		Stdout:        os.Stdout,
+	}
+}
+
+// printResult writes the primary's result, unchanged but in the version
+// the runtime asked for, to Stdout.
+func (p *Plugin) printResult(res types.Result, cniVersion string) error {
+	r, err := res.GetAsVersion(cniVersion)
+	if err != nil {
+		return types.NewError(types.ErrIncompatibleCNIVersion, "nsegress: convert prevResult to "+cniVersion, err.Error())
+	}
+	if err := r.PrintTo(p.Stdout); err != nil {
+		return fmt.Errorf("nsegress: print the result: %w", err)
+	}
+	return nil
+}
+
+// Funcs are the plugin's verbs for skel.PluginMainFuncs.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: p.cmdAdd, Del: p.cmdDel, Check: p.cmdCheck, GC: p.cmdGC, Status: p.cmdStatus}
+}
 
 // PodTable is the part of the nft table the plugin uses.
 type PodTable interface {
@@ -40,16 +75,14 @@ type PodTable interface {
 // k8sArgs are the CNI_ARGS the kubelet's runtime passes.
 type k8sArgs struct {
 	types.CommonArgs
-	K8S_POD_NAMESPACE          types.UnmarshallableString //nolint:revive // the runtime's names
-	K8S_POD_NAME               types.UnmarshallableString //nolint:revive
-	K8S_POD_INFRA_CONTAINER_ID types.UnmarshallableString //nolint:revive
-	K8S_POD_UID                types.UnmarshallableString //nolint:revive
+	K8S_POD_NAMESPACE types.UnmarshallableString //nolint:revive // the runtime's names
+	K8S_POD_NAME      types.UnmarshallableString //nolint:revive
 }
 
 // cmdAdd programs a pod that a policy selects, from its first packet, and
 // returns the primary's result unchanged. A pod no policy selects gets a
 // record (so that a later policy can take it in) and nothing else.
-func cmdAdd(args *skel.CmdArgs) error {
+func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 	start := time.Now()
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
@@ -66,7 +99,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	if namespace == "" || pod == "" {
 		log.Info("ADD: not a Kubernetes pod, passing through", "container", args.ContainerID)
-		return types.PrintResult(conf.PrevResult, conf.CNIVersion)
+		return p.printResult(conf.PrevResult, conf.CNIVersion)
 	}
 	ip, err := podIPv4(conf.PrevResult)
 	if err != nil {
@@ -74,16 +107,16 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	if !ip.IsValid() {
 		log.Info("ADD: the primary gave no IPv4 address, passing through", "pod", namespace+"/"+pod)
-		return types.PrintResult(conf.PrevResult, conf.CNIVersion)
+		return p.printResult(conf.PrevResult, conf.CNIVersion)
 	}
-	st := State{Dir: conf.StateDir}
+	st := nodestate.State{Dir: conf.Entry.StateDir}
 	lookupStart := time.Now()
-	policy, view, err := decide(st, conf.Kubeconfig, namespace, pod, log)
+	policy, view, err := decide(st, conf.Entry.Kubeconfig, namespace, pod, log)
 	if err != nil {
 		return err
 	}
 	lookup := time.Since(lookupStart)
-	hostIf, err := HostInterface(ip, conf.PrevResult)
+	hostIf, err := p.HostInterface(ip, conf.PrevResult)
 	if err != nil && policy != nil {
 		return err
 	}
@@ -93,19 +126,19 @@ func cmdAdd(args *skel.CmdArgs) error {
 		// agent then programs only if the device is right.
 		log.Warn("ADD: host interface not confirmed", "pod", namespace+"/"+pod, "error", err)
 	}
-	rec := PodRecord{ContainerID: args.ContainerID, IfName: args.IfName, Namespace: namespace, Name: pod, IP: ip, HostIf: hostIf, Added: time.Now()}
+	rec := nodestate.PodRecord{ContainerID: args.ContainerID, IfName: args.IfName, Namespace: namespace, Name: pod, IP: ip, HostIf: hostIf, Added: time.Now()}
 	if policy != nil {
 		rec.Policy = policy.Name
-		rec.TunnelID = uint16(policy.Status.TunnelID)
+		rec.TunnelID, _ = policy.AssignedTunnelID() // settle checked it is assigned
 	}
 	programStart := time.Now()
-	if err := program(st, rec); err != nil {
+	if err := p.program(st, rec); err != nil {
 		return err
 	}
 	log.Info("ADD", "pod", namespace+"/"+pod, "ip", ip, "hostIf", hostIf, "policy", rec.Policy,
 		"tunnelID", rec.TunnelID, "from", view.Source, "lookup", lookup.Round(time.Microsecond),
 		"program", time.Since(programStart).Round(time.Microsecond), "took", time.Since(start).Round(time.Microsecond))
-	return types.PrintResult(conf.PrevResult, conf.CNIVersion)
+	return p.printResult(conf.PrevResult, conf.CNIVersion)
 }
 
 // decide finds the policy that governs the pod: from the node's agent
@@ -116,7 +149,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 // pod but has no tunnel ID yet is an error too when it fails closed:
 // starting the pod unprogrammed would let its first packets leave with
 // the node's IP.
-func decide(st State, kubeconfig, namespace, pod string, log *slog.Logger) (*v1alpha1.EgressNATPolicy, View, error) {
+func decide(st nodestate.State, kubeconfig, namespace, pod string, log *slog.Logger) (*v1alpha1.EgressNATPolicy, nodestate.View, error) {
 	view, agentErr := lookupAgent(context.Background(), st, namespace, pod)
 	if agentErr == nil {
 		if policy, err := v1alpha1.SelectPolicy(view.Policies, view.NamespaceLabels, view.PodLabels); err == nil {
@@ -135,39 +168,38 @@ func decide(st State, kubeconfig, namespace, pod string, log *slog.Logger) (*v1a
 			if snapErr != nil {
 				why = snapErr.Error()
 			}
-			return nil, View{}, types.NewError(types.ErrTryAgainLater,
+			return nil, nodestate.View{}, types.NewError(types.ErrTryAgainLater,
 				fmt.Sprintf("nsegress: cannot tell whether a policy selects pod %s/%s: the agent did not answer (%v), the API server did not answer (%v) and %s", namespace, pod, agentErr, apiErr, why), "")
 		}
 		log.Warn("ADD: agent and API lookups failed, using the snapshot", "pod", namespace+"/"+pod, "agent", agentErr, "error", apiErr)
 	}
 	policy, err := v1alpha1.SelectPolicy(view.Policies, view.NamespaceLabels, view.PodLabels)
 	if err != nil {
-		return nil, View{}, types.NewError(types.ErrTryAgainLater,
+		return nil, nodestate.View{}, types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("nsegress: pod %s/%s: %v (from the %s)", namespace, pod, err, view.Source), "")
 	}
 	return settle(policy, view, namespace, pod, log)
 }
 
 // settle checks that the chosen policy can be programmed.
-func settle(policy *v1alpha1.EgressNATPolicy, view View, namespace, pod string, log *slog.Logger) (*v1alpha1.EgressNATPolicy, View, error) {
-	if policy != nil && !programmable(policy) {
+func settle(policy *v1alpha1.EgressNATPolicy, view nodestate.View, namespace, pod string, log *slog.Logger) (*v1alpha1.EgressNATPolicy, nodestate.View, error) {
+	if policy == nil {
+		return nil, view, nil
+	}
+	if _, assigned := policy.AssignedTunnelID(); !assigned {
 		if policy.Spec.FailMode == v1alpha1.FailModeOpen {
 			log.Warn("ADD: the policy has no tunnel ID yet and fails open: pod not programmed", "pod", namespace+"/"+pod, "policy", policy.Name)
 			return nil, view, nil
 		}
-		return nil, View{}, types.NewError(types.ErrTryAgainLater,
+		return nil, nodestate.View{}, types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("nsegress: policy %s selects pod %s/%s but has no tunnel ID yet (the elected nsegress agent assigns it); failMode Closed: not starting the pod unprogrammed", policy.Name, namespace, pod), "")
 	}
 	return policy, view, nil
 }
 
-func programmable(p *v1alpha1.EgressNATPolicy) bool {
-	return p.Status.TunnelID > 0 && p.Status.TunnelID <= 4095
-}
-
 // program records the pod and, when a policy selects it, adds its element
 // to the pods map, under the node's state lock.
-func program(st State, rec PodRecord) error {
+func (p *Plugin) program(st nodestate.State, rec nodestate.PodRecord) error {
 	unlock, err := st.Lock()
 	if err != nil {
 		return types.NewError(types.ErrTryAgainLater, "nsegress: "+err.Error(), "")
@@ -176,7 +208,7 @@ func program(st State, rec PodRecord) error {
 	if err := st.Save(rec); err != nil {
 		return types.NewError(types.ErrIOFailure, "nsegress: "+err.Error(), "")
 	}
-	t, err := Datapath()
+	t, err := p.OpenTable()
 	if err != nil {
 		if rec.TunnelID == 0 {
 			return nil // nothing to program, nothing to clear
@@ -207,12 +239,12 @@ func program(st State, rec PodRecord) error {
 // cmdDel removes what ADD added for this container, unless a newer pod
 // owns the address now (containerd's second DEL comes after the address
 // may have been reused). DEL of an unknown container succeeds.
-func cmdDel(args *skel.CmdArgs) error {
+func (p *Plugin) cmdDel(args *skel.CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
-	st := State{Dir: conf.StateDir}
+	st := nodestate.State{Dir: conf.Entry.StateDir}
 	unlock, err := st.Lock()
 	if err != nil {
 		return types.NewError(types.ErrTryAgainLater, "nsegress: "+err.Error(), "")
@@ -223,7 +255,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrIOFailure, "nsegress: "+err.Error(), "")
 	}
 	if owned {
-		if err := delElement(rec); err != nil {
+		if err := p.delElement(rec); err != nil {
 			return err
 		}
 		logger(conf).Info("DEL", "pod", rec.Namespace+"/"+rec.Name, "ip", rec.IP, "hostIf", rec.HostIf)
@@ -237,8 +269,8 @@ func cmdDel(args *skel.CmdArgs) error {
 // delElement removes a record's element. It does so even when the record
 // says no policy selected the pod: the agent may have moved it into one
 // since.
-func delElement(rec PodRecord) error {
-	t, err := Datapath()
+func (p *Plugin) delElement(rec nodestate.PodRecord) error {
+	t, err := p.OpenTable()
 	if err != nil {
 		return types.NewError(types.ErrInternal, "nsegress: open nftables: "+err.Error(), "")
 	}
@@ -250,7 +282,7 @@ func delElement(rec PodRecord) error {
 }
 
 // cmdCheck verifies that a pod ADD programmed still has its element.
-func cmdCheck(args *skel.CmdArgs) error {
+func (p *Plugin) cmdCheck(args *skel.CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -258,7 +290,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if conf.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "nsegress: CHECK without prevResult", "")
 	}
-	st := State{Dir: conf.StateDir}
+	st := nodestate.State{Dir: conf.Entry.StateDir}
 	rec, owned, err := st.ForContainer(args.ContainerID, args.IfName)
 	if err != nil {
 		return types.NewError(types.ErrIOFailure, "nsegress: "+err.Error(), "")
@@ -266,7 +298,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if !owned || rec.TunnelID == 0 {
 		return nil
 	}
-	t, err := Datapath()
+	t, err := p.OpenTable()
 	if err != nil {
 		return types.NewError(types.ErrInternal, "nsegress: open nftables: "+err.Error(), "")
 	}
@@ -283,7 +315,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 }
 
 // cmdGC forgets every container the runtime no longer lists.
-func cmdGC(args *skel.CmdArgs) error {
+func (p *Plugin) cmdGC(args *skel.CmdArgs) error {
 	conf, err := ParseConfig(args.StdinData)
 	if err != nil {
 		return err
@@ -292,7 +324,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	for _, a := range conf.ValidAttachments {
 		valid[[2]string{a.ContainerID, a.IfName}] = true
 	}
-	st := State{Dir: conf.StateDir}
+	st := nodestate.State{Dir: conf.Entry.StateDir}
 	containers, err := st.Containers()
 	if err != nil {
 		return types.NewError(types.ErrIOFailure, "nsegress: "+err.Error(), "")
@@ -303,7 +335,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		}
 		gone := args
 		gone.ContainerID, gone.IfName = c[0], c[1]
-		if err := cmdDel(gone); err != nil {
+		if err := p.cmdDel(gone); err != nil {
 			return err
 		}
 	}
@@ -312,7 +344,7 @@ func cmdGC(args *skel.CmdArgs) error {
 
 // cmdStatus reports the plugin ready whenever its configuration parses:
 // pods no policy selects must start whatever state the agent is in.
-func cmdStatus(args *skel.CmdArgs) error {
+func (p *Plugin) cmdStatus(args *skel.CmdArgs) error {
 	_, err := ParseConfig(args.StdinData)
 	return err
 }
@@ -339,10 +371,6 @@ func podIPv4(prev types.Result) (netip.Addr, error) {
 	}
 	return netip.Addr{}, nil
 }
-
-// HostInterface finds the node-side interface of a pod address; tests
-// replace it.
-var HostInterface = hostInterface
 
 // hostInterface is the node-side interface the pod's packets arrive on:
 // the one the node routes the pod's address through (a ptp veth, a
@@ -386,8 +414,10 @@ func hostInterface(ip netip.Addr, prev types.Result) (string, error) {
 
 // logger logs to the entry's logFile; a plugin's stderr is the runtime's.
 func logger(conf *Config) *slog.Logger {
-	_ = os.MkdirAll(filepath.Dir(conf.LogFile), 0o755)
-	f, err := os.OpenFile(conf.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// A log that cannot be opened must not fail the pod: the plugin then
+	// logs nothing, and its errors still reach the runtime.
+	_ = os.MkdirAll(filepath.Dir(conf.Entry.LogFile), 0o755)
+	f, err := os.OpenFile(conf.Entry.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return slog.New(slog.DiscardHandler)
 	}

@@ -1,5 +1,5 @@
 // Package cniconf installs the nsegress plugin into the primary CNI's
-// network configuration on a node and takes it out again (SPEC §2, §4).
+// network configuration on a node and takes it out again (docs/design.md §2, §4).
 //
 // nsegress only works chained after the cluster's primary CNI, and a
 // container runtime runs exactly one network configuration: the first file
@@ -29,8 +29,8 @@
 // The conf dir holds only files the runtime may read: the primary's file,
 // patched in place (X.conflist), or for an upconverted single-plugin file
 // X.conf (or X.json) a new X.conflist that replaces it. Temporary files
-// (renameio's ".X" + digits, an extension no runtime loads) are renamed
-// over the target only once complete and synced.
+// (nodestate.WriteFile's ".X" + digits, an extension no runtime loads) are
+// renamed over the target only once complete.
 //
 // The state dir, given by the caller and outside the conf dir, holds:
 //

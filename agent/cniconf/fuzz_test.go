@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 // FuzzPatch feeds Patch and Unpatch any bytes, as a conf dir may hold
@@ -49,14 +51,14 @@ func FuzzPatch(f *testing.F) {
 		}
 		ours := 0
 		for _, p := range list.Plugins {
-			if p.Network.Type == PluginType {
+			if p.Network.Type == nodestate.PluginType {
 				ours++
 			}
 		}
 		if ours != 1 {
 			t.Fatalf("Patch output holds %d nsegress entries:\n%q", ours, out)
 		}
-		if last := list.Plugins[len(list.Plugins)-1]; last.Network.Type != PluginType {
+		if last := list.Plugins[len(list.Plugins)-1]; last.Network.Type != nodestate.PluginType {
 			t.Fatalf("last plugin is %q:\n%q", last.Network.Type, out)
 		}
 		back, n, err := Unpatch(outName, out)

@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 const (
@@ -52,8 +54,8 @@ type Installer struct {
 func (in *Installer) SetBeforeRename(hook func(tmp string) error) { in.beforeRename = hook }
 
 // CleanTemp removes temporary files that a killed writer left in the conf
-// dir: "." + the name of a config file + digits, as replaceFile and
-// renameio name them.
+// dir: "." + the name of a config file + digits, as nodestate.WriteFile
+// names them.
 func (in *Installer) CleanTemp() error {
 	entries, err := os.ReadDir(in.ConfDir)
 	if err != nil {
@@ -151,7 +153,7 @@ func (in *Installer) loadRecord() (*record, error) {
 	}
 	var r record
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("install record %s: %v", in.recordPath(), err)
+		return nil, fmt.Errorf("install record %s: %w", in.recordPath(), err)
 	}
 	for _, f := range []struct{ field, name string }{{"primary", r.Primary}, {"written", r.Written}} {
 		if !isConfName(f.name) || filepath.Base(f.name) != f.name {
@@ -176,7 +178,7 @@ func (in *Installer) writeState(name string, data []byte) error {
 	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, data) {
 		return nil
 	}
-	return writeFileAtomic(path, data, stateFileMode, in.beforeRename)
+	return nodestate.WriteFile(path, data, stateFileMode, nodestate.Durable, in.beforeRename)
 }
 
 // CheckForeignRename reports a ForeignRenameError when another component
@@ -213,7 +215,7 @@ func (in *Installer) checkRenamed(rec *record) error {
 //
 // It errors with a *NoPrimaryError when there is no config to chain
 // after, and with a *ForeignRenameError when Cilium renamed our file.
-func (in *Installer) Install(e Entry) (Result, error) {
+func (in *Installer) Install(e nodestate.Entry) (Result, error) {
 	if err := e.Validate(); err != nil {
 		return Result{}, err
 	}
@@ -291,12 +293,12 @@ func (in *Installer) Install(e Entry) (Result, error) {
 	if rec != nil && rec.Primary != src.name {
 		// The primary's file has a new name (an upconverted file that we
 		// no longer recognise as ours): the old backup is not ours to keep.
-		if err := removeFile(in.backupPath(rec.Primary)); err != nil {
+		if err := nodestate.RemoveFile(in.backupPath(rec.Primary)); err != nil {
 			return res, err
 		}
 	}
 	if !upToDate {
-		if err := replaceFile(in.confPath(written), out, src.mode, in.beforeRename); err != nil {
+		if err := nodestate.WriteFile(in.confPath(written), out, src.mode, nodestate.Volatile, in.beforeRename); err != nil {
 			return res, err
 		}
 		res.Changed = true
@@ -305,7 +307,7 @@ func (in *Installer) Install(e Entry) (Result, error) {
 		// Only now that the conflist is in place: until here the
 		// runtime kept loading the .conf, so pods never lacked a network.
 		if _, err := os.Lstat(in.confPath(src.name)); err == nil {
-			if err := removeFile(in.confPath(src.name)); err != nil {
+			if err := nodestate.RemoveFile(in.confPath(src.name)); err != nil {
 				return res, err
 			}
 			res.Changed = true
@@ -377,11 +379,11 @@ func (in *Installer) source(rec *record, selected string) (cur []byte, src sourc
 func checkNoDirPlugins(path string, data []byte) error {
 	inline, err := libcni.ConfListFromBytes(data)
 	if err != nil {
-		return fmt.Errorf("conflist %s: %v", path, err)
+		return fmt.Errorf("conflist %s: %w", path, err)
 	}
 	full, err := libcni.ConfListFromFile(path)
 	if err != nil {
-		return fmt.Errorf("conflist %s: %v", path, err)
+		return fmt.Errorf("conflist %s: %w", path, err)
 	}
 	if n := len(full.Plugins) - len(inline.Plugins); n > 0 {
 		return fmt.Errorf("conflist %s: %d plugins come from %s/*.conf and would run after nsegress; not supported",

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 // newNode gives an installer over a fresh conf dir and state dir, side by
@@ -177,7 +179,7 @@ func addBandwidth(list map[string]any) {
 func dropNsegress(list map[string]any) {
 	var keep []any
 	for _, p := range list["plugins"].([]any) {
-		if p.(map[string]any)["type"] != PluginType {
+		if p.(map[string]any)["type"] != nodestate.PluginType {
 			keep = append(keep, p)
 		}
 	}
@@ -224,7 +226,7 @@ func TestUninstallAfterThePrimaryRewroteItsFile(t *testing.T) {
 				if got != string(want) || !res.Changed {
 					t.Errorf("Uninstall left (changed=%v)\n%s\nwant\n%s", res.Changed, got, want)
 				}
-				if strings.Contains(got, PluginType) {
+				if strings.Contains(got, nodestate.PluginType) {
 					t.Errorf("nsegress is still in the file")
 				}
 			}
@@ -272,7 +274,6 @@ func TestInstallAppliesAChangedEntry(t *testing.T) {
 	}
 	changed := testEntry
 	changed.LogFile = "/var/log/nsegress/node-1/other.log"
-	changed.Tunnel = map[string]any{"vni": 7, "port": 4789}
 	res, err := in.Install(changed)
 	if err != nil {
 		t.Fatal(err)
@@ -577,7 +578,7 @@ func withoutTemp(t testing.TB, s map[string]fileState) map[string]fileState {
 	t.Helper()
 	out := map[string]fileState{}
 	for k, v := range s {
-		if !isTempName(filepath.Base(k)) {
+		if !nodestate.IsTempName(filepath.Base(k)) {
 			out[k] = v
 		}
 	}
@@ -585,35 +586,6 @@ func withoutTemp(t testing.TB, s map[string]fileState) map[string]fileState {
 		t.Errorf("no temporary file at the crash: %v", slices.Sorted(maps.Keys(s)))
 	}
 	return out
-}
-
-func TestWriteFileAtomicLeavesOnlyTheFileWithItsMode(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "10-x.conflist")
-	for _, mode := range []fs.FileMode{0o644, 0o600, 0o640, 0o444} {
-		if err := writeFileAtomic(p, []byte(validList), mode, nil); err != nil {
-			t.Fatal(err)
-		}
-		s := snapshot(t, dir)
-		if len(s) != 1 || s["10-x.conflist"].mode.Perm() != mode || s["10-x.conflist"].data != validList {
-			t.Errorf("after writing with mode %v the dir holds %+v", mode, s)
-		}
-	}
-}
-
-func TestWriteFileAtomicRemovesItsTempFileOnFailure(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "10-x.conflist")
-	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	err := writeFileAtomic(p, []byte("new"), 0o644, func(string) error { return errCrash })
-	if !errors.Is(err, errCrash) || !strings.Contains(err.Error(), p) {
-		t.Fatalf("error %v, want the crash with the file's name", err)
-	}
-	if s := snapshot(t, dir); len(s) != 1 || s["10-x.conflist"].data != "old" {
-		t.Errorf("after a failed write the dir holds %+v", s)
-	}
 }
 
 func TestTheStateFilesAreReadableByAnOperator(t *testing.T) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
+
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 // Patch returns the file that makes the runtime run nsegress after the
@@ -21,7 +23,7 @@ import (
 // Any nsegress entry already in the list is replaced, wherever it stands,
 // and ours goes last, after the primary's own plugins. Patch is
 // idempotent: Patch of its own output gives the same bytes.
-func Patch(name string, data []byte, e Entry) (outName string, out []byte, err error) {
+func Patch(name string, data []byte, e nodestate.Entry) (outName string, out []byte, err error) {
 	if err := e.Validate(); err != nil {
 		return "", nil, err
 	}
@@ -150,12 +152,12 @@ func removeOurs(name string, b []byte) ([]byte, int, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		i := slices.Index(d.types, PluginType)
+		i := slices.Index(d.types, nodestate.PluginType)
 		if i < 0 {
 			return b, removed, nil
 		}
 		if len(d.elems) == 1 {
-			return nil, 0, fmt.Errorf("conflist %s: plugins holds nothing but %s", name, PluginType)
+			return nil, 0, fmt.Errorf("conflist %s: plugins holds nothing but %s", name, nodestate.PluginType)
 		}
 		// Cut from the end of the element before, which takes exactly
 		// what insert added (",", line break, indentation, entry); the
@@ -172,14 +174,14 @@ func removeOurs(name string, b []byte) ([]byte, int, error) {
 // insert adds the entry after the last plugin, laid out like that plugin:
 // on its own line with the same indentation and line ending when the list
 // is written one element per line, inline otherwise.
-func (d *listDoc) insert(e Entry) ([]byte, error) {
+func (d *listDoc) insert(e nodestate.Entry) ([]byte, error) {
 	last := d.elems[len(d.elems)-1]
 	sep, prefix, nl, multiline := layoutBefore(d.b, last.start)
 	unit := ""
 	if multiline {
 		unit = indentUnit(d.b, d.pluginsKey, prefix)
 	}
-	obj, err := e.encode(prefix, unit, nl)
+	obj, err := encodeEntry(e, prefix, unit, nl)
 	if err != nil {
 		return nil, err
 	}
@@ -238,14 +240,14 @@ func indentUnit(b []byte, keyStart int, elemIndent string) string {
 func upconvert(name string, b []byte) ([]byte, error) {
 	var v any
 	if err := json.Unmarshal(b, &v); err != nil {
-		return nil, fmt.Errorf("conf %s: not valid JSON: %v", name, err)
+		return nil, fmt.Errorf("conf %s: not valid JSON: %w", name, err)
 	}
 	if _, ok := v.(map[string]any); !ok {
 		return nil, fmt.Errorf("conf %s: top level is not an object", name)
 	}
 	pc, err := libcni.NetworkPluginConfFromBytes(b)
 	if err != nil {
-		return nil, fmt.Errorf("conf %s: %v", name, err)
+		return nil, fmt.Errorf("conf %s: %w", name, err)
 	}
 	nl := "\n"
 	if bytes.Contains(b, []byte("\r\n")) {
@@ -254,10 +256,10 @@ func upconvert(name string, b []byte) ([]byte, error) {
 	unit := fileIndentUnit(b)
 	var flat, obj bytes.Buffer
 	if err := json.Compact(&flat, bytes.TrimSpace(b)); err != nil {
-		return nil, fmt.Errorf("conf %s: %v", name, err)
+		return nil, fmt.Errorf("conf %s: %w", name, err)
 	}
 	if err := json.Indent(&obj, flat.Bytes(), unit+unit, unit); err != nil {
-		return nil, fmt.Errorf("conf %s: %v", name, err)
+		return nil, fmt.Errorf("conf %s: %w", name, err)
 	}
 	var out strings.Builder
 	out.WriteString("{" + nl)

@@ -12,18 +12,18 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
-	"github.com/nsegress/nsegress/plugin"
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden/*.golden from the current output")
 
 // testEntry is the entry every golden file was made with: one node's
 // settings, as the agent would pass them.
-var testEntry = Entry{Settings: plugin.Settings{
+var testEntry = nodestate.Entry{
 	Kubeconfig: "/etc/nsegress/node-1/kubeconfig",
 	StateDir:   "/var/lib/nsegress/node-1",
 	LogFile:    "/var/log/nsegress/node-1/plugin.log",
-}}
+}
 
 // fixtures lists the config files in testdata, each a primary CNI's
 // config in the shape that project installs, or an odd layout that a
@@ -144,10 +144,10 @@ func TestPatchedFixturesLoadWithNsegressLast(t *testing.T) {
 				t.Fatalf("patched list has %d plugins, want %d", len(list.Plugins), before+1)
 			}
 			last := list.Plugins[len(list.Plugins)-1]
-			if last.Network.Type != PluginType {
-				t.Fatalf("last plugin is %q, want %q", last.Network.Type, PluginType)
+			if last.Network.Type != nodestate.PluginType {
+				t.Fatalf("last plugin is %q, want %q", last.Network.Type, nodestate.PluginType)
 			}
-			var got Entry
+			var got nodestate.Entry
 			if err := json.Unmarshal(last.Bytes, &got); err != nil {
 				t.Fatal(err)
 			}
@@ -278,7 +278,7 @@ func TestPatchNamesTheFileAndTheProblem(t *testing.T) {
 	const conf = "/etc/cni/net.d/10-x.conf"
 	tests := []struct {
 		name, file, data, want string
-		entry                  *Entry
+		entry                  *nodestate.Entry
 	}{
 		{"text that is not JSON", list, `{"plugins": [`, "conflist " + list + ": not valid JSON", nil},
 		{"a top level that is a list", list, `[{"type":"ptp"}]`, "conflist " + list + ": top level is not an object", nil},
@@ -295,11 +295,9 @@ func TestPatchNamesTheFileAndTheProblem(t *testing.T) {
 		{"a .conf whose top level is a string", conf, `"ptp"`, "conf " + conf + ": top level is not an object", nil},
 		{"a file name no runtime loads", "/etc/cni/net.d/10-x.yaml", `{}`, "/etc/cni/net.d/10-x.yaml: not a CNI config file name", nil},
 		{"an entry with a relative kubeconfig", list, readFixtureString(t, "10-ptp.conflist"), `nsegress entry: kubeconfig "kubeconfig" is not an absolute path`,
-			&Entry{Settings: plugin.Settings{Kubeconfig: "kubeconfig", StateDir: "/s", LogFile: "/l"}}},
+			&nodestate.Entry{Kubeconfig: "kubeconfig", StateDir: "/s", LogFile: "/l"}},
 		{"an entry without a log file", list, readFixtureString(t, "10-ptp.conflist"), "nsegress entry: logFile is empty",
-			&Entry{Settings: plugin.Settings{Kubeconfig: "/k", StateDir: "/s"}}},
-		{"an entry whose tunnel is not an object", list, readFixtureString(t, "10-ptp.conflist"), "nsegress entry: tunnel is not a JSON object",
-			&Entry{Settings: plugin.Settings{Kubeconfig: "/k", StateDir: "/s", LogFile: "/l"}, Tunnel: []int{1}}},
+			&nodestate.Entry{Kubeconfig: "/k", StateDir: "/s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -316,22 +314,6 @@ func TestPatchNamesTheFileAndTheProblem(t *testing.T) {
 }
 
 func readFixtureString(t testing.TB, name string) string { return string(readFixture(t, name)) }
-
-func TestEntryMarshalsTheSameBytesEveryTime(t *testing.T) {
-	e := testEntry
-	e.Tunnel = map[string]any{"vni": 4242, "port": 4789, "device": "nsegress0", "mtu": 1450}
-	want := `{"type":"nsegress","kubeconfig":"/etc/nsegress/node-1/kubeconfig","stateDir":"/var/lib/nsegress/node-1",` +
-		`"logFile":"/var/log/nsegress/node-1/plugin.log","tunnel":{"device":"nsegress0","mtu":1450,"port":4789,"vni":4242}}`
-	for range 20 {
-		b, err := json.Marshal(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(b) != want {
-			t.Fatalf("got  %s\nwant %s", b, want)
-		}
-	}
-}
 
 func TestChainedTellsWhetherTheEntryIsThere(t *testing.T) {
 	primary := []byte(`{"cniVersion":"1.0.0","name":"lab","plugins":[{"type":"ptp"}]}`)

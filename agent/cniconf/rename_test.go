@@ -1,6 +1,7 @@
 package cniconf
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,8 +64,8 @@ func TestDetectForeignRename(t *testing.T) {
 				}
 				return
 			}
-			fr, ok := err.(*ForeignRenameError)
-			if !ok {
+			var fr *ForeignRenameError
+			if !errors.As(err, &fr) {
 				t.Fatalf("got %v, want a *ForeignRenameError", err)
 			}
 			if fr.File != tt.wantFile || fr.Renamed != tt.want {

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 // Uninstall takes nsegress out of the conf dir. The file we wrote gets
@@ -77,7 +79,7 @@ func (in *Installer) undo(rec *record) (changed bool, err error) {
 			if err != nil {
 				return false, err
 			}
-			if err := writeFileAtomic(wpath, stripped, fi.Mode().Perm(), in.beforeRename); err != nil {
+			if err := nodestate.WriteFile(wpath, stripped, fi.Mode().Perm(), nodestate.Durable, in.beforeRename); err != nil {
 				return false, err
 			}
 			changed = true
@@ -86,16 +88,16 @@ func (in *Installer) undo(rec *record) (changed bool, err error) {
 	// The record goes first: without it a backup is only a stray file,
 	// while a record without its backup makes the next call fall back to
 	// removing our entry.
-	if err := removeFile(in.recordPath()); err != nil {
+	if err := nodestate.RemoveFile(in.recordPath()); err != nil {
 		return changed, err
 	}
-	return changed, removeFile(in.backupPath(rec.Primary))
+	return changed, nodestate.RemoveFile(in.backupPath(rec.Primary))
 }
 
 // restore gives the primary its original file back.
 func (in *Installer) restore(rec *record, orig []byte) error {
 	if rec.Primary == rec.Written {
-		return writeFileAtomic(in.confPath(rec.Primary), orig, rec.mode(), in.beforeRename)
+		return nodestate.WriteFile(in.confPath(rec.Primary), orig, rec.mode(), nodestate.Durable, in.beforeRename)
 	}
 	// Upconverted: the .conf (or .json) comes back before our .conflist
 	// goes, so the runtime has a network to load at every moment. If the
@@ -103,13 +105,13 @@ func (in *Installer) restore(rec *record, orig []byte) error {
 	// our backup and stays.
 	ppath := in.confPath(rec.Primary)
 	if _, err := os.Lstat(ppath); errors.Is(err, fs.ErrNotExist) {
-		if err := writeFileAtomic(ppath, orig, rec.mode(), in.beforeRename); err != nil {
+		if err := nodestate.WriteFile(ppath, orig, rec.mode(), nodestate.Durable, in.beforeRename); err != nil {
 			return err
 		}
 	} else if err != nil {
 		return err
 	}
-	return removeFile(in.confPath(rec.Written))
+	return nodestate.RemoveFile(in.confPath(rec.Written))
 }
 
 // sweep removes nsegress entries from every conflist in the conf dir:
@@ -147,7 +149,7 @@ func (in *Installer) sweep() (changed bool, err error) {
 		if removed == 0 {
 			continue
 		}
-		if err := writeFileAtomic(path, out, fi.Mode().Perm(), in.beforeRename); err != nil {
+		if err := nodestate.WriteFile(path, out, fi.Mode().Perm(), nodestate.Durable, in.beforeRename); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -65,19 +65,13 @@ func Assign(in Input, now metav1.Time) Output {
 	return out
 }
 
-// byAge returns pointers to the policies, oldest first (creation time, then
-// name): the order in which they claim egress IPs and tunnel IDs.
+// byAge returns pointers to the policies, oldest first (v1alpha1.Older):
+// the order in which they claim egress IPs and tunnel IDs.
 func byAge(policies []v1alpha1.EgressNATPolicy) []*v1alpha1.EgressNATPolicy {
 	sorted := make([]*v1alpha1.EgressNATPolicy, len(policies))
 	for i := range policies {
 		sorted[i] = &policies[i]
 	}
-	sort.SliceStable(sorted, func(i, j int) bool {
-		a, b := sorted[i], sorted[j]
-		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-			return a.CreationTimestamp.Before(&b.CreationTimestamp)
-		}
-		return a.Name < b.Name
-	})
+	sort.SliceStable(sorted, func(i, j int) bool { return v1alpha1.Older(sorted[i], sorted[j]) })
 	return sorted
 }

@@ -540,3 +540,28 @@ func randomInput(rng *rand.Rand) Input {
 	}
 	return in
 }
+
+// TestAssignReportsAnInvalidSelector: a policy whose selector does not
+// parse selects no pod, so it must not report Ready; its message names
+// the source to fix. The other policies are decided as usual.
+func TestAssignReportsAnInvalidSelector(t *testing.T) {
+	bad := func(p *v1alpha1.EgressNATPolicy) {
+		p.Spec.Sources = append(p.Spec.Sources, v1alpha1.EgressSource{
+			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"team": "x"}},
+			PodSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "app", Operator: "Resembles", Values: []string{"web"}},
+			}},
+		})
+	}
+	out := Assign(Input{Groups: usualGroups, Nodes: usualNodes, Policies: []v1alpha1.EgressNATPolicy{
+		policy("broken", 0, pin(ip1), bad), policy("fine", 1, pin(ip2)),
+	}}, t0)
+	c := meta.FindStatusCondition(out.Policies["broken"].Conditions, v1alpha1.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonInvalidSelector ||
+		!strings.Contains(c.Message, "sources[1].podSelector") {
+		t.Errorf("Ready of the broken policy = %+v; want False, InvalidSelector, naming sources[1].podSelector", c)
+	}
+	if got := decisions(out)["fine"]; got.Reason != ready {
+		t.Errorf("the other policy: %+v, want Ready", got)
+	}
+}

@@ -64,7 +64,10 @@ type verdict struct {
 func policyStatus(p *v1alpha1.EgressNATPolicy, groups map[types.NamespacedName]*placement, claims *ipClaims, tunnelID int32, now metav1.Time) v1alpha1.EgressNATPolicyStatus {
 	v := decide(p, groups, claims)
 	claims.decided(p)
-	if tunnelID == 0 {
+	if err := p.SelectorError(); err != nil {
+		v.reason = v1alpha1.ReasonInvalidSelector
+		v.message = fmt.Sprintf("%v: the policy selects no pod until the selector is fixed", err)
+	} else if tunnelID == 0 {
 		v.reason = reasonNoFreeTunnelID
 		v.message = fmt.Sprintf("all tunnel IDs 1..%d are used by older policies; delete unused policies; %s", maxTunnelID, failModeEffect(p))
 	}
@@ -143,7 +146,7 @@ func pickIP(p *v1alpha1.EgressNATPolicy, g *placement, claims *ipClaims) (string
 		}
 		if owner := claims.taken[pin]; owner != "" {
 			// Sharing an egress IP would let one policy's traffic pass
-			// a firewall as the other's (SPEC §5, no borrowing).
+			// a firewall as the other's (docs/design.md §5, no borrowing).
 			return "", verdict{
 				reason: v1alpha1.ReasonEgressIPInUse,
 				message: fmt.Sprintf("spec.egressIP %s is already the egress IP of the older EgressNATPolicy %s: pin another floating IP of NetworkGatewayGroup %s or remove egressIP to get a free one; %s",

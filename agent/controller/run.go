@@ -1,7 +1,7 @@
 // Package controller is the controller role of the node agent. One agent in
 // the cluster, elected on a Lease, places every NetworkGatewayGroup's
 // floating IPs on healthy gateway nodes and gives every EgressNATPolicy its
-// egress IP, gateway node and tunnel ID, writing both as status (SPEC §2).
+// egress IP, gateway node and tunnel ID, writing both as status (docs/design.md §2).
 // The decisions are made by Assign, a pure function; Run feeds it from
 // informers and writes back what changed.
 package controller

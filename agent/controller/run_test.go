@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	kubefake "k8s.io/client-go/kubernetes/fake"
 
 	"github.com/nsegress/nsegress/api/v1alpha1"
+	"github.com/nsegress/nsegress/e2e/privtest"
 )
 
 func TestConfigIsChecked(t *testing.T) {
@@ -77,13 +79,12 @@ func TestRunLeadsAndReconciles(t *testing.T) {
 	}
 	waitFor := func(what string, ok func(v1alpha1.EgressNATPolicyStatus) bool) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for !ok(status()) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; status %+v; log:\n%s", what, status(), logs)
+		privtest.Eventually(t, 20*time.Second, what, func() (bool, error) {
+			if s := status(); !ok(s) {
+				return false, fmt.Errorf("status %+v; log:\n%s", s, logs)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return true, nil
+		})
 	}
 
 	waitFor("the first assignment", func(s v1alpha1.EgressNATPolicyStatus) bool {

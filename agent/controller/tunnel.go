@@ -2,10 +2,8 @@ package controller
 
 import "github.com/nsegress/nsegress/api/v1alpha1"
 
-// maxTunnelID is the largest tunnel ID: the API's limit on
-// status.tunnelID, which keeps the VNI, mark and routing table derived
-// from it in their ranges.
-const maxTunnelID = 4095
+// maxTunnelID is the largest tunnel ID the API allows.
+const maxTunnelID = v1alpha1.MaxTunnelID
 
 // assignTunnelIDs gives every policy, Ready or not, a tunnel ID: nodes need
 // it even to drop a fail-closed policy's traffic. A policy keeps the ID it

@@ -21,6 +21,8 @@ func Announce(uplink string, ip netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("announce %s: packet socket: %w", ip, err)
 	}
+	// The frame is sent or Sendto failed: a failed close of the socket
+	// has nothing left to report.
 	defer unix.Close(fd)
 	to := &unix.SockaddrLinklayer{
 		Protocol: htons(unix.ETH_P_ARP),

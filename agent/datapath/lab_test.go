@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The lab's addresses (SPEC §6 uses the same documentation ranges).
+// The lab's addresses (docs/design.md §6 uses the same documentation ranges).
 var (
 	workerIP  = netip.MustParseAddr("198.51.100.11")
 	gatewayIP = netip.MustParseAddr("198.51.100.21")
@@ -49,7 +49,7 @@ const (
 // The router is the on-premises firewall: it forwards to the backend
 // only what comes from the egress IP 198.51.100.101 (and what belongs to
 // connections it let through), and drops all ICMP, as the firewall of
-// SPEC §7 does, so that no path-MTU signal from beyond it can help.
+// docs/design.md §7 does, so that no path-MTU signal from beyond it can help.
 type lab struct {
 	sw, worker, gateway, router, backend, pod, pod2 *testNS
 
@@ -112,7 +112,7 @@ table inet firewall {
 	l.addPod(t, l.pod2, pod2HostIf, pod2IP)
 	// The primary CNI's masquerade, as ptp's ipMasq writes it: without
 	// nsegress's identity SNAT it would rewrite the pod's source before
-	// the tunnel (SPEC §7).
+	// the tunnel (docs/design.md §7).
 	l.worker.runStdin(t, `
 table ip ptpmasq {
 	chain postrouting {

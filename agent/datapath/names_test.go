@@ -5,22 +5,24 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/nsegress/nsegress/nft"
 )
 
 func TestNamesAndNumbersOfAPolicysTunnel(t *testing.T) {
 	tn := Tunnel{ID: 42}
-	if tn.Device() != "nsg42" || DeviceName(4095) != "nsg4095" {
-		t.Errorf("device names %q %q, want nsg42 nsg4095", tn.Device(), DeviceName(4095))
+	if tn.Device() != "nsg42" {
+		t.Errorf("device name %q, want nsg42", tn.Device())
 	}
-	if len(DeviceName(4095)) > 15 {
-		t.Errorf("%q does not fit IFNAMSIZ", DeviceName(4095))
+	if longest := DeviceName(nft.MaxPolicyID); len(longest) > 15 {
+		t.Errorf("%q does not fit IFNAMSIZ", longest)
 	}
 	if tn.Table() != 20042 {
 		t.Errorf("table %d, want 20042", tn.Table())
 	}
 	// Every table of a valid ID is one that removeStale owns, and the
 	// tables next to the range are not.
-	for id, want := range map[int]bool{0: false, 1: true, 4095: true, 4096: false} {
+	for id, want := range map[int]bool{0: false, 1: true, nft.MaxPolicyID: true, nft.MaxPolicyID + 1: false} {
 		if got := ownedTable(TableBase + id); got != want {
 			t.Errorf("ownedTable(%d) = %v, want %v", TableBase+id, got, want)
 		}
@@ -29,7 +31,7 @@ func TestNamesAndNumbersOfAPolicysTunnel(t *testing.T) {
 
 func TestDeviceMTUAndMSSLeaveRoomForVXLANAndHeaders(t *testing.T) {
 	for _, tc := range []struct{ uplink, device, mss int }{
-		{1500, 1450, 1410}, // SPEC §7: the measured VXLAN MTU on a 1500 uplink
+		{1500, 1450, 1410}, // docs/design.md §7: the measured VXLAN MTU on a 1500 uplink
 		{9000, 8950, 8910},
 		{1450, 1400, 1360}, // an uplink that is itself a tunnel
 	} {

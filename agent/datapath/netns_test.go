@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -95,22 +94,12 @@ func (n *testNS) readSysctl(t testing.TB, key string) string {
 	return strings.TrimSpace(n.run(t, "sysctl", "-n", key))
 }
 
-// do runs fn on a fresh OS thread inside the namespace and returns its
+// do runs fn inside the namespace (see privtest.Do) and returns its
 // error. The datapath package uses netlink's default handle, which
 // opens its sockets in the calling thread's namespace; so does every
-// socket fn opens. The thread is never returned to the Go scheduler: it
-// exits with the goroutine, whatever namespace it is in.
+// socket fn opens.
 func (n *testNS) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(n.h); err != nil {
-			errc <- fmt.Errorf("enter %s: %w", n.name, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	return privtest.Do(n.h, fn)
 }
 
 // must runs fn in the namespace and fails the test on error.
@@ -186,7 +175,7 @@ func (n *testNS) stats(t testing.TB, link string) linkStats {
 var tableRE = regexp.MustCompile(`\btable (\d+)\b`)
 
 // policyRoutes lists the IPv4 routes of the namespace that live in a
-// table nsegress may own (20001..24095), as `ip route` prints them.
+// table nsegress may own (see ownedTable), as `ip route` prints them.
 func (n *testNS) policyRoutes(t testing.TB) []string {
 	t.Helper()
 	var out []string
@@ -195,7 +184,7 @@ func (n *testNS) policyRoutes(t testing.TB) []string {
 		if m == nil {
 			continue
 		}
-		if id, _ := strconv.Atoi(m[1]); id > TableBase && id <= TableBase+4095 {
+		if id, _ := strconv.Atoi(m[1]); ownedTable(id) {
 			out = append(out, strings.TrimSpace(line))
 		}
 	}

@@ -163,7 +163,7 @@ func TestApplyBuildsATunnelAndFollowsThePlanAsItChanges(t *testing.T) {
 		checkSlice(t, "nsg1 FDB", n.fdb(t, "nsg1"), []string{"02:6e:c6:33:64:16 198.51.100.22 permanent"})
 	})
 
-	local := Tunnel{ID: 2, Mode: nft.ModeLocal, Destinations: []netip.Prefix{backendNs, netip.MustParsePrefix("192.0.2.0/25")}}
+	local := Tunnel{ID: 2, Mode: nft.ModeLocal, EgressIP: egressIP, Destinations: []netip.Prefix{backendNs, netip.MustParsePrefix("192.0.2.0/25")}}
 	step(t, "a second, local policy gets throw routes for its destinations", func(t *testing.T) {
 		applyPlan(t, n, nodePlan(tunnelTo(1, otherGatewayIP), local))
 		checkSlice(t, "rules", n.nsegressRules(t), []string{wantRule(1), wantRule(2)})
@@ -249,6 +249,19 @@ func TestApplyRemovesStaleRulesAndRoutesOfUnknownPolicies(t *testing.T) {
 	checkSlice(t, "table 20000 (not ours)", n.tableRoutesCLI(t, 20000), []string{"blackhole 10.20.0.0/16"})
 }
 
+func TestApplyReplacesAWrongRuleToAPolicysTable(t *testing.T) {
+	requireNetNS(t)
+	n := newNodeNS(t)
+	// Rules to policy 1's table with the whole mark and with the mark of
+	// another policy: syncRule adds the right rule, then removes these.
+	n.run(t, "ip", "rule", "add", "priority", "1900", "fwmark", "0x10000", "lookup", "20001")
+	n.run(t, "ip", "rule", "add", "priority", "1900", "fwmark", "0x20000/0xfff0000", "lookup", "20001")
+	applyPlan(t, n, nodePlan(tunnelTo(1, gatewayIP)))
+	checkSlice(t, "rules", n.nsegressRules(t), []string{wantRule(1)})
+	applyPlan(t, n, nodePlan(Tunnel{ID: 1, Mode: nft.ModePass}))
+	checkSlice(t, "rules of a pass policy", n.nsegressRules(t), nil)
+}
+
 func TestApplyHoldsAndReleasesFloatingIPs(t *testing.T) {
 	requireNetNS(t)
 	n := newNodeNS(t)
@@ -317,35 +330,75 @@ func TestApplyRejectsAMissingUplink(t *testing.T) {
 func TestReapplyingAnUnchangedPlanDoesNotTouchRoutes(t *testing.T) {
 	requireNetNS(t)
 	n := newNodeNS(t)
-	gw := Tunnel{ID: 2, Mode: nft.ModeLocal, Destinations: []netip.Prefix{backendNs}}
+	gw := Tunnel{ID: 2, Mode: nft.ModeLocal, EgressIP: egressIP, Destinations: []netip.Prefix{backendNs}}
 	plan := nodePlan(tunnelTo(1, gatewayIP), gw)
 	applyPlan(t, n, plan)
 
+	if changes := policyRouteEvents(t, n, func() { applyPlan(t, n, plan) }); len(changes) != 0 {
+		t.Fatalf("an unchanged plan rewrote policy routes: %q", changes)
+	}
+}
+
+// TestChangingDestinationsAddsTheNewThrowRouteBeforeRemovingTheOld
+// guards the order of a route change on the gateway: the table gets the
+// routes of the new plan before it loses those of the old, so that no
+// packet meets a table without the route it needs, and its route into
+// the tunnel is never touched. The kernel's route events, read in the
+// order it sent them, show the order of the changes.
+func TestChangingDestinationsAddsTheNewThrowRouteBeforeRemovingTheOld(t *testing.T) {
+	requireNetNS(t)
+	n := newNodeNS(t)
+	gw := Tunnel{ID: 2, Mode: nft.ModeLocal, EgressIP: egressIP,
+		Destinations: []netip.Prefix{backendNs, netip.MustParsePrefix("192.0.2.0/25")}}
+	applyPlan(t, n, nodePlan(gw))
+
+	// 192.0.2.0/25 widens to 192.0.2.0/24: removing the old route first
+	// would leave a moment in which 192.0.2.0/25 has no throw route.
+	gw.Destinations = []netip.Prefix{backendNs, netip.MustParsePrefix("192.0.2.0/24")}
+	changes := policyRouteEvents(t, n, func() { applyPlan(t, n, nodePlan(gw)) })
+	checkSlice(t, "route events of the change, in order", changes, []string{
+		"add table 20002 192.0.2.0/24",
+		"del table 20002 192.0.2.0/25",
+	})
+	checkSlice(t, "table 20002", n.tableRoutesCLI(t, 20002), []string{
+		"default via 198.19.255.254 dev nsg2 onlink",
+		"throw 192.0.2.0/24",
+		"throw 203.0.113.0/24",
+	})
+}
+
+// policyRouteEvents runs fn and returns the changes of routes in
+// nsegress's tables of n that the kernel announced meanwhile, in order,
+// as "add|del table N dst".
+func policyRouteEvents(t *testing.T, n *testNS, fn func()) []string {
+	t.Helper()
 	updates := make(chan netlink.RouteUpdate, 64)
 	done := make(chan struct{})
 	defer close(done)
-	ns := n.h
-	if err := netlink.RouteSubscribeWithOptions(updates, done, netlink.RouteSubscribeOptions{Namespace: &ns}); err != nil {
+	if err := netlink.RouteSubscribeAt(n.h, updates, done); err != nil {
 		t.Fatalf("subscribe to route changes: %v", err)
 	}
-	applyPlan(t, n, plan)
-	// A marker route after the Apply: once its event arrives, every
-	// event of the Apply has arrived before it.
-	n.run(t, "ip", "route", "add", "blackhole", "10.255.0.0/16")
+	fn()
+	// A marker route after fn: once its event arrives, every event of fn
+	// has arrived before it. It is removed again, so that the next call
+	// can add it.
+	const marker = "10.255.0.0/16"
+	n.run(t, "ip", "route", "add", "blackhole", marker)
+	defer n.run(t, "ip", "route", "del", "blackhole", marker)
 	var changes []string
 	timeout := time.After(5 * time.Second)
 	for {
 		select {
-		case u := <-updates:
-			if u.Table > TableBase && u.Table <= TableBase+4095 {
+		case u, ok := <-updates:
+			if !ok {
+				t.Fatal("the route subscription ended")
+			}
+			if ownedTable(u.Table) {
 				verb := map[uint16]string{unix.RTM_NEWROUTE: "add", unix.RTM_DELROUTE: "del"}[u.Type]
 				changes = append(changes, fmt.Sprintf("%s table %d %s", verb, u.Table, u.Dst))
 			}
-			if u.Dst != nil && u.Dst.String() == "10.255.0.0/16" {
-				if len(changes) != 0 {
-					t.Fatalf("an unchanged plan rewrote policy routes: %q", changes)
-				}
-				return
+			if u.Type == unix.RTM_NEWROUTE && u.Dst != nil && u.Dst.String() == marker {
+				return changes
 			}
 		case <-timeout:
 			t.Fatal("the marker route's event never arrived")
@@ -355,8 +408,8 @@ func TestReapplyingAnUnchangedPlanDoesNotTouchRoutes(t *testing.T) {
 
 // TestApplyRejectsAnInvalidPlanWithoutTouchingTheNode feeds Apply plans
 // that the node role never builds but that the exported API accepts.
-// SPEC §5: bad input gets a clear error naming the field, never a panic
-// and never a half-done node.
+// docs/design.md §5: bad input gets a clear error naming the field,
+// never a panic and never a half-done node.
 func TestApplyRejectsAnInvalidPlanWithoutTouchingTheNode(t *testing.T) {
 	requireNetNS(t)
 	noNodeIP := nodePlan(tunnelTo(1, gatewayIP))
@@ -370,7 +423,10 @@ func TestApplyRejectsAnInvalidPlanWithoutTouchingTheNode(t *testing.T) {
 		// Mark(0) is 0: "fwmark 0x0/0xfff0000" would match every
 		// unmarked packet of the node and send it into the tunnel.
 		{"a tunnel with ID 0", nodePlan(tunnelTo(0, gatewayIP))},
-		{"a tunnel with an ID above 4095", nodePlan(tunnelTo(4096, gatewayIP))},
+		{"a tunnel with an ID above nft.MaxPolicyID", nodePlan(tunnelTo(nft.MaxPolicyID+1, gatewayIP))},
+		// nft would refuse the policy: the node would have its tunnel
+		// but not its rules.
+		{"a local tunnel without an egress IP", nodePlan(Tunnel{ID: 2, Mode: nft.ModeLocal, Destinations: []netip.Prefix{backendNs}})},
 	}
 	var problems []string
 	for _, tc := range tests {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nsegress/nsegress/e2e/privtest"
 	"github.com/nsegress/nsegress/nft"
 )
 
@@ -34,14 +35,15 @@ func workerPlan() Plan {
 	}}}
 }
 
-// nftState is the node's nft state for policy 1 in mode m.
-func nftState(m nft.Mode, pods map[nft.PodKey]uint16) nft.State {
-	p := nft.Policy{ID: 1, Destinations: []netip.Prefix{backendNs}, Mode: m, Device: DeviceName(1)}
-	if m == nft.ModeLocal {
-		p.EgressIP = egressIP
+// nftState is the node's nft state for plan p: each tunnel's Policy, as
+// the node role derives it.
+func nftState(p Plan, pods map[nft.PodKey]uint16) nft.State {
+	var policies []nft.Policy
+	for _, t := range p.Tunnels {
+		policies = append(policies, t.Policy())
 	}
 	return nft.State{
-		Policies:     []nft.Policy{p},
+		Policies:     policies,
 		Pods:         pods,
 		MSS:          MSS(DeviceMTU(1500)),
 		TunnelPort:   DefaultPort,
@@ -54,7 +56,7 @@ func nftState(m nft.Mode, pods map[nft.PodKey]uint16) nft.State {
 // and takes the policy's tunnel traffic.
 func gatewayPlan() Plan {
 	return Plan{Uplink: "eth0", NodeIP: gatewayIP, Port: DefaultPort, FloatingIPs: []netip.Addr{egressIP},
-		Tunnels: []Tunnel{{ID: 1, Mode: nft.ModeLocal, Destinations: []netip.Prefix{backendNs}}}}
+		Tunnels: []Tunnel{{ID: 1, Mode: nft.ModeLocal, EgressIP: egressIP, Destinations: []netip.Prefix{backendNs}}}}
 }
 
 // applyPlan runs Apply inside n.
@@ -150,7 +152,7 @@ func neighMAC(t *testing.T, n *testNS, link string, ip netip.Addr) string {
 // datapath of one policy in a lab of network namespaces: the worker's
 // tunnel, the gateway's SNAT, strict rp_filter on both, a firewall that
 // only lets the egress IP through and drops ICMP, and the primary CNI's
-// masquerade on the worker (SPEC §2, §5, §7).
+// masquerade on the worker (docs/design.md §2, §5, §7).
 func TestPodTrafficLeavesThroughTheGatewayWithTheEgressIP(t *testing.T) {
 	requireNetNS(t)
 	l := newLab(t)
@@ -165,14 +167,14 @@ func TestPodTrafficLeavesThroughTheGatewayWithTheEgressIP(t *testing.T) {
 			t.Errorf("worker: Apply added floating IPs %v, want none", added)
 		}
 		pods := map[nft.PodKey]uint16{{IP: podIP, HostIf: podHostIf}: 1}
-		if err := workerTable.Apply(nftState(nft.ModeTunnel, pods)); err != nil {
+		if err := workerTable.Apply(nftState(workerPlan(), pods)); err != nil {
 			t.Fatalf("worker: nft Apply: %v", err)
 		}
 		added := applyPlan(t, l.gateway, gatewayPlan())
 		if !slices.Equal(added, []netip.Addr{egressIP}) {
 			t.Errorf("gateway: Apply added %v, want [%s]", added, egressIP)
 		}
-		if err := gatewayTable.Apply(nftState(nft.ModeLocal, nil)); err != nil {
+		if err := gatewayTable.Apply(nftState(gatewayPlan(), nil)); err != nil {
 			t.Fatalf("gateway: nft Apply: %v", err)
 		}
 		for _, ip := range added {
@@ -182,14 +184,12 @@ func TestPodTrafficLeavesThroughTheGatewayWithTheEgressIP(t *testing.T) {
 
 	step(t, "the gateway's announcement moves the router's neighbour entry", func(t *testing.T) {
 		want := linkMAC(t, l.gateway, "eth0")
-		got := neighMAC(t, l.router, "eth0", egressIP)
-		for deadline := time.Now().Add(2 * time.Second); got != want && time.Now().Before(deadline); {
-			time.Sleep(50 * time.Millisecond)
-			got = neighMAC(t, l.router, "eth0", egressIP)
-		}
-		if got != want {
-			t.Errorf("router: %s is at %q after the announcement, want the gateway's %s", egressIP, got, want)
-		}
+		privtest.Eventually(t, 2*time.Second, "the router's neighbour entry of "+egressIP.String()+" to move to the gateway", func() (bool, error) {
+			if got := neighMAC(t, l.router, "eth0", egressIP); got != want {
+				return false, fmt.Errorf("router: %s is at %q after the announcement, want the gateway's %s", egressIP, got, want)
+			}
+			return true, nil
+		})
 	})
 
 	step(t, "the gateway keeps strict rp_filter and sets src_valid_mark on the tunnel device only", func(t *testing.T) {
@@ -265,7 +265,7 @@ func TestPodTrafficLeavesThroughTheGatewayWithTheEgressIP(t *testing.T) {
 		if after := l.worker.stats(t, "nsg1"); after != before {
 			t.Errorf("worker nsg1 counters moved (%+v -> %+v): the unselected pod was tunnelled", before, after)
 		}
-		// It still reaches what it reached before nsegress (SPEC §5).
+		// It still reaches what it reached before nsegress (docs/design.md §5).
 		if src, _ := whoami(t, l.pod2, routerURL); src != workerIP {
 			t.Errorf("the router saw pod2 as %s, want %s", src, workerIP)
 		}

@@ -6,18 +6,15 @@ package install
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
-	"github.com/google/renameio/v2"
-
-	"github.com/nsegress/nsegress/plugin"
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 // PluginBinary is the plugin's file name in the CNI bin dir: its conflist
 // "type", by which the runtime finds it.
-const PluginBinary = plugin.PluginType
+const PluginBinary = nodestate.PluginType
 
 // CopyPlugin places the plugin binary src into binDir as PluginBinary.
 // The bytes go to a temporary file in binDir, which is then renamed over
@@ -34,15 +31,7 @@ func CopyPlugin(src, binDir string) (changed bool, err error) {
 	if have, err := os.ReadFile(dst); err == nil && bytes.Equal(have, want) {
 		return false, nil
 	}
-	pf, err := renameio.NewPendingFile(dst, renameio.WithTempDir(binDir), renameio.WithStaticPermissions(0o755))
-	if err != nil {
-		return false, fmt.Errorf("install plugin into %s: %w", binDir, err)
-	}
-	defer pf.Cleanup()
-	if _, err := io.Copy(pf, bytes.NewReader(want)); err != nil {
-		return false, fmt.Errorf("install plugin into %s: %w", binDir, err)
-	}
-	if err := pf.CloseAtomicallyReplace(); err != nil {
+	if err := nodestate.WriteFile(dst, want, 0o755, nodestate.Durable, nil); err != nil {
 		return false, fmt.Errorf("install plugin into %s: %w", binDir, err)
 	}
 	return true, nil

@@ -5,13 +5,13 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/google/renameio/v2"
 	authv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 // Credentials writes the kubeconfig the plugin uses on the node. The
@@ -50,7 +50,7 @@ func (c *Credentials) Write(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("plugin kubeconfig: request a token for %s/%s: %w", c.Namespace, c.ServiceAccount, err)
 	}
-	if err := renameio.WriteFile(c.Path, kubeconfigBytes(c.Server, ca, tr.Status.Token), 0o600, renameio.WithTempDir(filepath.Dir(c.Path))); err != nil {
+	if err := nodestate.WriteFile(c.Path, kubeconfigBytes(c.Server, ca, tr.Status.Token), 0o600, nodestate.Durable, nil); err != nil {
 		return time.Time{}, fmt.Errorf("plugin kubeconfig: write %s: %w", c.Path, err)
 	}
 	now := time.Now()

@@ -11,6 +11,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/nsegress/nsegress/agent/cniconf"
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 // Keeper keeps nsegress installed on a node: the plugin binary in the CNI
@@ -25,7 +26,7 @@ type Keeper struct {
 	// Conf edits the conf dir.
 	Conf *cniconf.Installer
 	// Entry is the plugin's conflist entry.
-	Entry cniconf.Entry
+	Entry nodestate.Entry
 	// Creds writes the plugin's kubeconfig; nil skips it.
 	Creds *Credentials
 	// Resync is how often to reconcile without a file event.
@@ -87,7 +88,7 @@ func (k *Keeper) Run(ctx context.Context, becameReady func()) error {
 	for {
 		k.reconcile(ctx, full)
 		full = false
-		if ok, _ := k.Ready(); ok && !wasReady {
+		if ok, _ := k.Ready(); ok && !wasReady { // why not ready is for /readyz
 			wasReady = true
 			if becameReady != nil {
 				becameReady()

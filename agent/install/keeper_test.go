@@ -3,6 +3,7 @@ package install
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -10,7 +11,8 @@ import (
 	"time"
 
 	"github.com/nsegress/nsegress/agent/cniconf"
-	"github.com/nsegress/nsegress/plugin"
+	"github.com/nsegress/nsegress/e2e/privtest"
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 const primaryConflist = `{
@@ -48,7 +50,7 @@ func newTestNode(t *testing.T) *node {
 		t.Fatal(err)
 	}
 	n.k = &Keeper{BinDir: n.bin, PluginSrc: n.plugin, Conf: conf, Resync: time.Hour, Logf: t.Logf,
-		Entry: cniconf.Entry{Settings: plugin.Settings{Kubeconfig: filepath.Join(n.state, "kubeconfig"), StateDir: n.state, LogFile: filepath.Join(n.state, "plugin.log")}}}
+		Entry: nodestate.Entry{Kubeconfig: filepath.Join(n.state, "kubeconfig"), StateDir: n.state, LogFile: filepath.Join(n.state, "plugin.log")}}
 	return n
 }
 
@@ -96,13 +98,9 @@ func TestKeeperPutsTheEntryBackAfterEveryRewrite(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(n.conf, "10-lab.conflist"), []byte(primaryConflist), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(time.Second)
-		for !cniconf.Chained(n.conflist(t)) {
-			if time.Now().After(deadline) {
-				t.Fatalf("rewrite %d: nsegress not back within 1s", i)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		privtest.Eventually(t, time.Second, fmt.Sprintf("nsegress back in the conflist after rewrite %d", i), func() (bool, error) {
+			return cniconf.Chained(n.conflist(t)), nil
+		})
 	}
 	cancel()
 	wg.Wait()

@@ -14,16 +14,26 @@ import (
 	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/api/v1alpha1"
 	"github.com/nsegress/nsegress/nft"
-	"github.com/nsegress/nsegress/plugin"
+	"github.com/nsegress/nsegress/nodestate"
 )
 
-// thisNode is the node the Role under test runs on.
+// thisNode is the node the plan is made for.
 const thisNode = "worker-1"
 
-// testRole is a Role with just the fields plan, mode and podPolicy read:
-// no informers, no client, nothing touched on the machine.
-func testRole() *Role {
-	return &Role{cfg: Config{NodeName: thisNode, Port: datapath.DefaultPort}}
+// testFacts are the facts of thisNode with nothing recorded or held.
+func testFacts() facts {
+	return facts{nodeName: thisNode, port: datapath.DefaultPort, uplink: "eth0", uplinkMTU: 1500,
+		now: time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+// mustPlan plans v with f and fails the test on an error.
+func mustPlan(t *testing.T, v view, f facts) desired {
+	t.Helper()
+	d, err := plan(v, f)
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	return d
 }
 
 // k8sNode is a Node with the given addresses, alternating type and
@@ -125,7 +135,7 @@ func TestPlanDecidesEachPolicysModeFromItsStatus(t *testing.T) {
 		{
 			name:       "a policy whose gateway is this node is SNATed here to its egress IP",
 			policy:     policy("purple", 7, gateway(thisNode, "198.51.100.101")),
-			wantTunnel: datapath.Tunnel{ID: 7, Mode: nft.ModeLocal, Destinations: dst203},
+			wantTunnel: datapath.Tunnel{ID: 7, Mode: nft.ModeLocal, Destinations: dst203, EgressIP: netip.MustParseAddr("198.51.100.101")},
 			wantPolicy: nft.Policy{ID: 7, Mode: nft.ModeLocal, Destinations: dst203, Device: "nsg7",
 				EgressIP: netip.MustParseAddr("198.51.100.101")},
 		},
@@ -185,7 +195,8 @@ func TestPlanDecidesEachPolicysModeFromItsStatus(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			v := view{policies: []v1alpha1.EgressNATPolicy{tc.policy}, nodes: testNodes()}
-			plan, state := testRole().plan(v, nodeIP, "eth0", 1500)
+			d := mustPlan(t, v, testFacts())
+			plan, state := d.links, d.nft
 			if diff := cmp.Diff([]datapath.Tunnel{tc.wantTunnel}, plan.Tunnels, cmpAddrs); diff != "" {
 				t.Errorf("plan.Tunnels (-want +got):\n%s", diff)
 			}
@@ -207,8 +218,10 @@ var cmpAddrs = cmp.Options{
 }
 
 func TestPlanDescribesTheNodeItRunsOn(t *testing.T) {
-	v := view{nodes: testNodes()}
-	plan, state := testRole().plan(v, nodeIP, "ens3", 9000)
+	f := testFacts()
+	f.uplink, f.uplinkMTU = "ens3", 9000
+	d := mustPlan(t, view{nodes: testNodes()}, f)
+	plan, state := d.links, d.nft
 	if plan.Uplink != "ens3" || plan.NodeIP != nodeIP || plan.Port != datapath.DefaultPort {
 		t.Errorf("plan = uplink %q, node IP %s, port %d; want ens3, %s, %d",
 			plan.Uplink, plan.NodeIP, plan.Port, nodeIP, datapath.DefaultPort)
@@ -228,7 +241,7 @@ func TestPlanDescribesTheNodeItRunsOn(t *testing.T) {
 func TestPlanListsEveryNodesInternalIPAsTunnelPeerSorted(t *testing.T) {
 	// Map iteration order differs from run to run: plan a few times.
 	for range 20 {
-		_, state := testRole().plan(view{nodes: testNodes()}, nodeIP, "eth0", 1500)
+		state := mustPlan(t, view{nodes: testNodes()}, testFacts()).nft
 		if !slices.Equal(state.TunnelPeers, allPeers) {
 			t.Fatalf("TunnelPeers = %v, want %v (IPv4 InternalIPs only, sorted)", state.TunnelPeers, allPeers)
 		}
@@ -239,17 +252,18 @@ func TestPlanSkipsPoliciesWithoutAUsableTunnelID(t *testing.T) {
 	v := view{nodes: testNodes(), policies: []v1alpha1.EgressNATPolicy{
 		policy("unassigned", 0, gateway("gw-1", "198.51.100.101")),
 		policy("negative", -3, gateway("gw-1", "198.51.100.101")),
-		policy("too-big", 4096, gateway("gw-1", "198.51.100.101")),
-		policy("largest", 4095, gateway("gw-1", "198.51.100.101")),
+		policy("too-big", v1alpha1.MaxTunnelID+1, gateway("gw-1", "198.51.100.101")),
+		policy("largest", v1alpha1.MaxTunnelID, gateway("gw-1", "198.51.100.101")),
 		policy("smallest", 1),
 	}}
-	plan, state := testRole().plan(v, nodeIP, "eth0", 1500)
+	d := mustPlan(t, v, testFacts())
+	plan, state := d.links, d.nft
 	var ids []uint16
 	for _, tn := range plan.Tunnels {
 		ids = append(ids, tn.ID)
 	}
-	if !slices.Equal(ids, []uint16{4095, 1}) {
-		t.Errorf("tunnel IDs = %v, want [4095 1]: IDs outside 1..4095 are skipped", ids)
+	if !slices.Equal(ids, []uint16{v1alpha1.MaxTunnelID, 1}) {
+		t.Errorf("tunnel IDs = %v, want [%d 1]: IDs outside 1..%[2]d are skipped", ids, v1alpha1.MaxTunnelID)
 	}
 	if len(state.Policies) != len(plan.Tunnels) {
 		t.Errorf("%d nft policies for %d tunnels", len(state.Policies), len(plan.Tunnels))
@@ -276,7 +290,7 @@ func TestPlanHoldsTheFloatingIPsTheGroupGivesThisNodeAndReleasesTheRest(t *testi
 			Status:     v1alpha1.NetworkGatewayGroupStatus{FloatingIPs: map[string]string{"192.0.2.50": thisNode}},
 		},
 	}
-	plan, _ := testRole().plan(view{nodes: testNodes(), groups: groups}, nodeIP, "eth0", 1500)
+	plan := mustPlan(t, view{nodes: testNodes(), groups: groups}, testFacts()).links
 	wantHeld := []netip.Addr{netip.MustParseAddr("198.51.100.101"), netip.MustParseAddr("192.0.2.50")}
 	wantReleased := []netip.Addr{netip.MustParseAddr("198.51.100.102"), netip.MustParseAddr("198.51.100.103")}
 	if !slices.Equal(plan.FloatingIPs, wantHeld) {
@@ -287,9 +301,9 @@ func TestPlanHoldsTheFloatingIPsTheGroupGivesThisNodeAndReleasesTheRest(t *testi
 	}
 
 	// The same groups seen from gw-1: it holds .102 and releases the rest.
-	r := testRole()
-	r.cfg.NodeName = "gw-1"
-	plan, _ = r.plan(view{nodes: testNodes(), groups: groups}, netip.MustParseAddr("10.0.0.21"), "eth0", 1500)
+	f := testFacts()
+	f.nodeName = "gw-1"
+	plan = mustPlan(t, view{nodes: testNodes(), groups: groups}, f).links
 	if want := []netip.Addr{netip.MustParseAddr("198.51.100.102")}; !slices.Equal(plan.FloatingIPs, want) {
 		t.Errorf("gw-1 FloatingIPs = %v, want %v", plan.FloatingIPs, want)
 	}
@@ -342,8 +356,8 @@ func TestPodPolicy(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := plugin.PodRecord{Namespace: tc.ns, Name: tc.pod, IP: netip.MustParseAddr("198.18.1.5"), HostIf: "veth1"}
-			id, ok := testRole().podPolicy(v, rec)
+			rec := nodestate.PodRecord{Namespace: tc.ns, Name: tc.pod, IP: netip.MustParseAddr("198.18.1.5"), HostIf: "veth1"}
+			id, ok := podPolicy(v, rec)
 			if id != tc.wantID || ok != tc.wantKnown {
 				t.Errorf("podPolicy(%s/%s) = %d, %v; want %d, %v", tc.ns, tc.pod, id, ok, tc.wantID, tc.wantKnown)
 			}
@@ -361,7 +375,7 @@ func TestPodPolicyBreaksAgeTiesByName(t *testing.T) {
 		nss:  map[string]map[string]string{"ns": {"team": "purple"}},
 		pods: map[string]map[string]string{"ns/p": {}},
 	}
-	id, ok := testRole().podPolicy(v, plugin.PodRecord{Namespace: "ns", Name: "p"})
+	id, ok := podPolicy(v, nodestate.PodRecord{Namespace: "ns", Name: "p"})
 	if id != 1 || !ok {
 		t.Errorf("podPolicy = %d, %v; want 1 (policy alpha), true", id, ok)
 	}
@@ -369,7 +383,6 @@ func TestPodPolicyBreaksAgeTiesByName(t *testing.T) {
 
 func TestModeReturnsTheGatewaysUnderlayAddressOnlyForTunnels(t *testing.T) {
 	v := view{nodes: testNodes()}
-	r := testRole()
 	for _, tc := range []struct {
 		policy v1alpha1.EgressNATPolicy
 		mode   nft.Mode
@@ -380,7 +393,7 @@ func TestModeReturnsTheGatewaysUnderlayAddressOnlyForTunnels(t *testing.T) {
 		{policy("p", 1), nft.ModeDrop, netip.Addr{}},
 		{policy("p", 1, failOpen), nft.ModePass, netip.Addr{}},
 	} {
-		mode, gw := r.mode(v, tc.policy)
+		mode, gw := mode(v, &tc.policy, thisNode)
 		if mode != tc.mode || gw != tc.gw {
 			t.Errorf("mode(gateway %q) = %s, %v; want %s, %v", tc.policy.Status.GatewayNode, mode, gw, tc.mode, tc.gw)
 		}
@@ -388,28 +401,32 @@ func TestModeReturnsTheGatewaysUnderlayAddressOnlyForTunnels(t *testing.T) {
 }
 
 func TestHeldFloatingIPsAccumulateForUninstall(t *testing.T) {
-	dir := t.TempDir()
-	r := testRole()
-	r.cfg.StateDir = dir
 	a, b := netip.MustParseAddr("198.51.100.101"), netip.MustParseAddr("198.51.100.102")
-	if got, err := LoadHeld(dir); err != nil || got != nil {
-		t.Fatalf("LoadHeld of a fresh directory = %v, %v; want nothing", got, err)
+	group := func(holder map[string]string) view {
+		return view{nodes: testNodes(), groups: []v1alpha1.NetworkGatewayGroup{{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "nsegress-system", Name: "onprem"},
+			Spec:       v1alpha1.NetworkGatewayGroupSpec{FloatingIPs: []string{a.String(), b.String()}},
+			Status:     v1alpha1.NetworkGatewayGroupStatus{FloatingIPs: holder},
+		}}}
 	}
 	// The node holds a, then a and b, then only b: uninstall must still
 	// know that a was held once.
-	for _, held := range [][]netip.Addr{{a}, {b, a}, {b}} {
-		if err := r.saveHeld(held); err != nil {
-			t.Fatal(err)
-		}
+	f := testFacts()
+	for _, holder := range []map[string]string{
+		{a.String(): thisNode},
+		{a.String(): thisNode, b.String(): thisNode},
+		{b.String(): thisNode, a.String(): "gw-1"},
+	} {
+		f.held = mustPlan(t, group(holder), f).held
 	}
-	got, err := LoadHeld(dir)
-	if err != nil {
-		t.Fatal(err)
+	if want := []netip.Addr{a, b}; !slices.Equal(f.held, want) {
+		t.Errorf("held = %v, want %v", f.held, want)
 	}
-	for _, want := range []netip.Addr{a, b} {
-		if !slices.Contains(got, want) {
-			t.Errorf("LoadHeld = %v, missing %s", got, want)
-		}
+	// The group no longer lists a at all: it is still released.
+	v := group(map[string]string{b.String(): thisNode})
+	v.groups[0].Spec.FloatingIPs = []string{b.String()}
+	if got := mustPlan(t, v, f).links.ReleasedIPs; !slices.Contains(got, a) {
+		t.Errorf("released = %v: a floating IP held before that no group lists any more is not released", got)
 	}
 }
 
@@ -421,11 +438,11 @@ func TestDesiredPodsFollowPoliciesAndForgetPodsWhoseDELWasLost(t *testing.T) {
 		nss:      map[string]map[string]string{"purple": {"team": "purple"}, "plain": {}},
 		pods:     map[string]map[string]string{"purple/a": {}, "plain/b": {}},
 	}
-	rec := func(ns, name, ip string, added time.Time) plugin.PodRecord {
-		return plugin.PodRecord{Namespace: ns, Name: name, IP: netip.MustParseAddr(ip), HostIf: "veth-" + ip, Added: added}
+	rec := func(ns, name, ip string, added time.Time) nodestate.PodRecord {
+		return nodestate.PodRecord{Namespace: ns, Name: name, IP: netip.MustParseAddr(ip), HostIf: "veth-" + ip, Added: added}
 	}
 	key := func(ip string) nft.PodKey { return nft.PodKey{IP: netip.MustParseAddr(ip), HostIf: "veth-" + ip} }
-	recs := []plugin.PodRecord{
+	recs := []nodestate.PodRecord{
 		rec("purple", "a", "198.18.1.2", now),                       // selected
 		rec("plain", "b", "198.18.1.3", now),                        // not selected
 		rec("purple", "new", "198.18.1.4", now.Add(-time.Second)),   // informer has not seen it yet
@@ -433,7 +450,7 @@ func TestDesiredPodsFollowPoliciesAndForgetPodsWhoseDELWasLost(t *testing.T) {
 		rec("purple", "moved", "198.18.1.6", now.Add(-time.Minute)), // labels unknown, element of a removed policy
 	}
 	current := map[nft.PodKey]uint16{key("198.18.1.4"): 7, key("198.18.1.5"): 7, key("198.18.1.6"): 9}
-	got := testRole().desiredPods(v, recs, current, []nft.Policy{{ID: 7}}, now)
+	got := desiredPods(v, recs, current, []nft.Policy{{ID: 7}}, now)
 	want := map[nft.PodKey]uint16{key("198.18.1.2"): 7, key("198.18.1.4"): 7}
 	if !maps.Equal(got, want) {
 		t.Errorf("desired pods = %v, want %v", got, want)

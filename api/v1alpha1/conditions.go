@@ -23,7 +23,7 @@ const (
 
 	// ReasonEgressIPInUse: spec.egressIP is already another policy's egress
 	// IP. Sharing one would let one policy's traffic pass the firewall as
-	// the other's (SPEC §5, no borrowing).
+	// the other's (docs/design.md §5, no borrowing).
 	ReasonEgressIPInUse = "EgressIPInUse"
 
 	// ReasonNoFreeFloatingIP: spec.egressIP is absent and every floating IP
@@ -34,7 +34,28 @@ const (
 	// IP.
 	ReasonNoGatewayNodeUp = "NoGatewayNodeUp"
 
-	// ReasonNoFreeTunnelID: every tunnel ID (1..4095) is taken by an older
-	// policy, so nodes cannot steer this one's traffic.
+	// ReasonNoFreeTunnelID: every tunnel ID (1..MaxTunnelID) is taken by
+	// an older policy, so nodes cannot steer this one's traffic.
 	ReasonNoFreeTunnelID = "NoFreeTunnelID"
+
+	// ReasonInvalidSelector: a source's namespaceSelector or podSelector
+	// is not a valid label selector; the policy selects no pod until it is
+	// fixed.
+	ReasonInvalidSelector = "InvalidSelector"
 )
+
+// MaxTunnelID is the largest tunnel ID (status.tunnelID, and the CRD's
+// Maximum on it): IDs are 12 bits wide, so that the packet mark, the VXLAN
+// network identifier and the routing table derived from an ID stay in the
+// ranges nsegress owns.
+const MaxTunnelID = 4095
+
+// AssignedTunnelID returns the policy's tunnel ID and whether one is
+// assigned: 0, or anything outside 1..MaxTunnelID, is none.
+func (p *EgressNATPolicy) AssignedTunnelID() (uint16, bool) {
+	id := p.Status.TunnelID
+	if id < 1 || id > MaxTunnelID {
+		return 0, false
+	}
+	return uint16(id), true
+}

@@ -57,33 +57,65 @@ func (p *EgressNATPolicy) Matches(nsLabels, podLabels map[string]string) (Match,
 	return result, nil
 }
 
-// SortByAge orders policies oldest first (creation time, then name): the
-// order in which they claim egress IPs and tunnel IDs, and in which they
-// are asked whether they select a pod.
+// Older says whether a is older than b: by creation time, then by name,
+// so that two policies created in the same second still have one order
+// on every node.
+func Older(a, b *EgressNATPolicy) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	return a.Name < b.Name
+}
+
+// SortByAge orders policies oldest first (Older): the order in which they
+// claim egress IPs and tunnel IDs, and in which they are asked whether
+// they select a pod.
 func SortByAge(policies []EgressNATPolicy) {
-	sort.SliceStable(policies, func(i, j int) bool {
-		a, b := &policies[i], &policies[j]
-		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	sort.SliceStable(policies, func(i, j int) bool { return Older(&policies[i], &policies[j]) })
+}
+
+// SelectorError reports the first source whose namespaceSelector or
+// podSelector is not a valid label selector, or nil. Such a policy selects
+// no pod (SelectPolicy), and the elected controller reports it Ready=False
+// with ReasonInvalidSelector.
+func (p *EgressNATPolicy) SelectorError() error {
+	for i := range p.Spec.Sources {
+		src := &p.Spec.Sources[i]
+		if _, err := metav1.LabelSelectorAsSelector(&src.NamespaceSelector); err != nil {
+			return fmt.Errorf("policy %s: sources[%d].namespaceSelector: %w", p.Name, i, err)
 		}
-		return a.Name < b.Name
-	})
+		if src.PodSelector == nil {
+			continue
+		}
+		if _, err := metav1.LabelSelectorAsSelector(src.PodSelector); err != nil {
+			return fmt.Errorf("policy %s: sources[%d].podSelector: %w", p.Name, i, err)
+		}
+	}
+	return nil
 }
 
 // SelectPolicy returns the policy that governs a pod: of the policies that
-// select it, the oldest (by creation time, then name), so that every node
-// and the plugin agree, and a newer policy cannot take over pods an older
-// one already governs. It returns nil when none selects the pod. With
-// podLabels nil (unknown), it fails with ErrNeedPodLabels when the answer
-// depends on them. Policies with an invalid selector are skipped and
-// reported in the error only if no decision can be made without them.
+// select it, the oldest (Older), so that every node and the plugin agree,
+// and a newer policy cannot take over pods an older one already governs.
+// It returns nil when none selects the pod. With podLabels nil (unknown),
+// it fails with ErrNeedPodLabels when the oldest policy that may select
+// the pod needs them to decide.
+//
+// A policy with an invalid selector (SelectorError) selects no pod: it is
+// skipped whole, also where another of its sources is valid, so that the
+// pods it governs do not depend on which of its sources happen to parse.
+// It is not silent: the controller reports such a policy Ready=False with
+// ReasonInvalidSelector.
 func SelectPolicy(policies []EgressNATPolicy, nsLabels, podLabels map[string]string) (*EgressNATPolicy, error) {
 	sorted := append([]EgressNATPolicy(nil), policies...)
 	SortByAge(sorted)
 	for i := range sorted {
+		if sorted[i].SelectorError() != nil {
+			continue // selects nothing; its status says why
+		}
 		m, err := sorted[i].Matches(nsLabels, podLabels)
 		if err != nil {
-			continue
+			continue // unreachable: the selectors were checked just above
 		}
 		switch m {
 		case Selected:

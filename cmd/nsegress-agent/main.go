@@ -17,7 +17,7 @@ import (
 	"github.com/nsegress/nsegress/agent/cniconf"
 	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/agent/install"
-	"github.com/nsegress/nsegress/plugin"
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 const usage = `usage: nsegress-agent run|install|uninstall [flags]
@@ -32,7 +32,7 @@ const usage = `usage: nsegress-agent run|install|uninstall [flags]
 const faultEnv = "NSEGRESS_FAULT"
 
 // options are the node-specific settings, all overridable so that several
-// simulated nodes can share one machine (SPEC §4).
+// simulated nodes can share one machine (docs/design.md §4).
 type options struct {
 	binDir, confDir, stateDir, plugin, kubeconfig, logFile string
 
@@ -153,7 +153,7 @@ func newKeeper(o options, logf func(string, ...any)) (*install.Keeper, error) {
 	}
 	return &install.Keeper{
 		BinDir: o.binDir, PluginSrc: o.plugin, Conf: conf,
-		Entry:  cniconf.Entry{Settings: plugin.Settings{Kubeconfig: o.kubeconfig, StateDir: o.stateDir, LogFile: o.logFile}},
+		Entry:  nodestate.Entry{Kubeconfig: o.kubeconfig, StateDir: o.stateDir, LogFile: o.logFile},
 		Resync: o.resync, Logf: logf,
 	}, nil
 }

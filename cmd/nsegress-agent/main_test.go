@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -48,5 +49,19 @@ func TestVXLANPortFromFlagOrEnvironment(t *testing.T) {
 	t.Setenv("NSEGRESS_VXLAN_PORT", "")
 	if _, _, err := parse([]string{"run", "-vxlan-port", "70000"}); err == nil {
 		t.Errorf("-vxlan-port 70000 accepted")
+	}
+}
+
+// TestADeadRoleFailsLiveness: a role that returned while the agent runs
+// turns /healthz to 503 and says which role died.
+func TestADeadRoleFailsLiveness(t *testing.T) {
+	var died roleDeaths
+	if err := died.err(); err != nil {
+		t.Fatalf("no role died, yet %v", err)
+	}
+	died.add("agent socket", errors.New("listen unix: address in use"))
+	err := died.err()
+	if err == nil || !strings.Contains(err.Error(), "agent socket") || !strings.Contains(err.Error(), "address in use") {
+		t.Errorf("err = %v, want the dead role and its error", err)
 	}
 }

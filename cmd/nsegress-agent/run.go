@@ -9,8 +9,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -60,22 +64,34 @@ func runAgent(o options) error {
 		Client: client, Dynamic: dyn, NodeName: o.nodeName, StateDir: o.stateDir,
 		Port: o.vxlanPort, Uplink: o.uplink, Resync: o.resync, Logf: logger.Printf,
 	})
-	roles := make(chan error, 3)
-	go func() { roles <- role.Run(ctx) }()
-	go func() {
-		// The plugin asks here first; without it, ADD asks the API server.
-		err := role.Serve(ctx)
-		if err != nil {
-			logger.Printf("agent socket: %v", err)
-		}
-		roles <- err
-	}()
-	go func() {
-		roles <- controller.Run(ctx, controller.Config{
+	// The roles run beside the install loop. A role that returns while the
+	// agent still runs has died: it is logged and fails liveness, so that
+	// the kubelet restarts the agent, while the plugin stays chained.
+	var roles errgroup.Group
+	var died roleDeaths
+	runRole := func(name string, run func(context.Context) error) {
+		roles.Go(func() error {
+			err := run(ctx)
+			if ctx.Err() == nil {
+				if err == nil {
+					err = errors.New("returned")
+				}
+				logger.Printf("%s role died: %v", name, err)
+				died.add(name, err)
+			}
+			return err
+		})
+	}
+	runRole("node", role.Run)
+	// The plugin asks the agent socket first; without it, ADD asks the
+	// API server.
+	runRole("agent socket", role.Serve)
+	runRole("controller", func(ctx context.Context) error {
+		return controller.Run(ctx, controller.Config{
 			Client: client, Dynamic: dyn, Namespace: o.namespace, Identity: o.nodeName, Logf: logger.Printf,
 		})
-	}()
-	srv := healthServer(o.healthAddr, k, role)
+	})
+	srv := healthServer(o.healthAddr, k, role, &died)
 	ln, err := net.Listen("tcp", o.healthAddr)
 	if err != nil {
 		return fmt.Errorf("health server: %w", err)
@@ -105,9 +121,9 @@ func runAgent(o options) error {
 		return nil
 	}
 	stop()
-	for range 3 {
-		<-roles
-	}
+	// The roles' errors were logged as they died; what matters now is
+	// that none of them still changes the node while it is uninstalled.
+	_ = roles.Wait()
 	if err := uninstall(k, o); err != nil {
 		return err
 	}
@@ -161,18 +177,45 @@ func uninstall(k *install.Keeper, o options) error {
 	if err := k.Uninstall(); err != nil {
 		return fmt.Errorf("uninstall: %w", err)
 	}
-	if err := node.Uninstall(o.stateDir, o.uplink); err != nil {
+	if err := node.Uninstall(o.stateDir, o.uplink, node.HostKernel()); err != nil {
 		return fmt.Errorf("uninstall the datapath: %w", err)
 	}
 	return nil
 }
 
-func healthServer(addr string, k *install.Keeper, role *node.Role) *http.Server {
+// roleDeaths collects the roles that died, for liveness.
+type roleDeaths struct {
+	mu   sync.Mutex
+	dead []string
+}
+
+func (d *roleDeaths) add(name string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dead = append(d.dead, fmt.Sprintf("the %s role died: %v", name, err))
+}
+
+// err says which roles died, or nil.
+func (d *roleDeaths) err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.dead) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(d.dead, "; "))
+}
+
+func healthServer(addr string, k *install.Keeper, role *node.Role, died *roleDeaths) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !k.Alive() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintln(w, "the install loop has not run for three resync periods")
+			return
+		}
+		if err := died.err(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, err)
 			return
 		}
 		fmt.Fprintln(w, "ok")

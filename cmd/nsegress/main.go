@@ -10,5 +10,5 @@ import (
 )
 
 func main() {
-	skel.PluginMainFuncs(plugin.Funcs(), version.PluginSupports(plugin.SupportedVersions...), "nsegress: per-namespace egress IPs")
+	skel.PluginMainFuncs(plugin.New().Funcs(), version.PluginSupports(plugin.SupportedVersions...), "nsegress: per-namespace egress IPs")
 }

@@ -1,5 +1,5 @@
 // Package images builds the lab's container images as image tarballs,
-// without Docker or a registry (SPEC §6: images without a registry).
+// without Docker or a registry (docs/design.md §6: images without a registry).
 //
 // Each image is one static binary on an empty base: a single layer
 // holding the binary, and a config with OS linux, the architecture of the

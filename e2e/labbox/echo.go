@@ -40,7 +40,7 @@ func parseEcho(fs *flag.FlagSet, args []string) (echoConfig, error) {
 }
 
 // runEcho implements "labbox echo": the lab's backends and in-cluster
-// servers, which tell each caller the source IP they saw (SPEC §6: each
+// servers, which tell each caller the source IP they saw (docs/design.md §6: each
 // backend answers with the caller's source IP, which is how a test sees
 // which egress IP a pod's traffic left with).
 func runEcho(ctx context.Context, p proc, fs *flag.FlagSet, args []string) error {

@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nsegress/nsegress/e2e/privtest"
 )
 
 func TestEchoHandler(t *testing.T) {
@@ -119,8 +123,8 @@ func TestEchoServerAnswersOverTCPAndStopsOnSignal(t *testing.T) {
 func waitForListenLine(t *testing.T, out *syncBuffer, done <-chan error) string {
 	t.Helper()
 	const marker = "listening on "
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	var addr string
+	privtest.Eventually(t, 10*time.Second, "a "+strconv.Quote(marker)+" line", func() (bool, error) {
 		select {
 		case err := <-done:
 			t.Fatalf("runEcho returned early: %v", err)
@@ -130,13 +134,13 @@ func waitForListenLine(t *testing.T, out *syncBuffer, done <-chan error) string 
 		if i := strings.Index(s, marker); i >= 0 {
 			rest := s[i+len(marker):]
 			if j := strings.IndexByte(rest, '\n'); j >= 0 {
-				return rest[:j]
+				addr = rest[:j]
+				return true, nil
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no %q line in output %q", marker, out.String())
-	return ""
+		return false, fmt.Errorf("output %q", s)
+	})
+	return addr
 }
 
 // syncBuffer is a bytes.Buffer safe for one writer and one reader at once.

@@ -1,5 +1,5 @@
 // Command labbox is the one static binary inside every lab test image and
-// the lab's pause image (SPEC §6: images without a registry). It is a
+// the lab's pause image (docs/design.md §6: images without a registry). It is a
 // multi-call binary: the first argument, or the name it is invoked under,
 // picks the command.
 //

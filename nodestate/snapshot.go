@@ -1,4 +1,4 @@
-package plugin
+package nodestate
 
 import (
 	"encoding/json"
@@ -9,14 +9,13 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/google/renameio/v2"
-
 	"github.com/nsegress/nsegress/api/v1alpha1"
 )
 
 // Snapshot is the agent's last known view of what the plugin looks up,
 // written to the state directory whenever it changes. ADD falls back to
-// it when the API server does not answer in time (SPEC §5).
+// it when neither the agent nor the API server answers in time, so that
+// ADD stays bounded (docs/design.md §5).
 type Snapshot struct {
 	// Written is when the agent wrote it.
 	Written time.Time `json:"written"`
@@ -30,7 +29,8 @@ type Snapshot struct {
 
 // ReadSnapshot loads the snapshot; ok is false when there is none.
 func (s State) ReadSnapshot() (snap Snapshot, ok bool, err error) {
-	b, err := os.ReadFile(filepath.Join(s.Dir, snapshotName))
+	path := filepath.Join(s.Dir, snapshotName)
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Snapshot{}, false, nil
 	}
@@ -38,22 +38,29 @@ func (s State) ReadSnapshot() (snap Snapshot, ok bool, err error) {
 		return Snapshot{}, false, fmt.Errorf("snapshot: %w", err)
 	}
 	if err := json.Unmarshal(b, &snap); err != nil {
-		return Snapshot{}, false, fmt.Errorf("snapshot %s: %w", filepath.Join(s.Dir, snapshotName), err)
+		return Snapshot{}, false, fmt.Errorf("snapshot %s: %w", path, err)
 	}
 	return snap, true, nil
 }
 
-// WriteSnapshot replaces the snapshot atomically.
+// WriteSnapshot replaces the snapshot atomically and durably: after a
+// reboot, pods may be started before the agent is back.
 func (s State) WriteSnapshot(snap Snapshot) error {
-	b, err := json.Marshal(snap)
-	if err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
-		return fmt.Errorf("snapshot: %w", err)
-	}
-	if err := renameio.WriteFile(filepath.Join(s.Dir, snapshotName), b, 0o600); err != nil {
+	if err := s.writeJSON(snapshotName, snap); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
 	}
 	return nil
+}
+
+// writeJSON replaces the state directory's file name with v as JSON,
+// durably: what the agent writes there must survive a reboot.
+func (s State) writeJSON(name string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return err
+	}
+	return WriteFile(filepath.Join(s.Dir, name), b, 0o600, Durable, nil)
 }

@@ -1,4 +1,4 @@
-package plugin
+package nodestate
 
 import (
 	"encoding/json"
@@ -20,6 +20,8 @@ import (
 //	containers/<containerID>_<ifname> the record name a container's ADD wrote
 //	pods.lock                         serialises changes of records and of the nft pods map
 //	snapshot.json                     the agent's last known view (Snapshot)
+//	floating-ips.json                 every floating IP the node has held (Held)
+//	agent.sock                        the agent's answers to ADD's lookups (View)
 //
 // A record is keyed like the pod's element in the nft map (address and
 // host-side interface), so that a late DEL of an old container can tell
@@ -29,6 +31,8 @@ const (
 	containersDir = "containers"
 	lockName      = "pods.lock"
 	snapshotName  = "snapshot.json"
+	heldName      = "floating-ips.json"
+	socketName    = "agent.sock"
 )
 
 // PodRecord is what ADD learnt about one pod address. The agent reads the
@@ -84,14 +88,16 @@ func (s State) LockWithin(wait time.Duration) (unlock func(), err error) {
 	for {
 		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			return func() { f.Close() }, nil
+			// Closing the file releases the lock; a close error cannot
+			// leave it held.
+			return func() { _ = f.Close() }, nil
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
+			_ = f.Close() // already failing; the lock error is what matters
 			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
 		}
 		if time.Now().After(deadline) {
-			f.Close()
+			_ = f.Close() // already failing; the busy lock is what matters
 			return nil, fmt.Errorf("%s: %w for %s", f.Name(), ErrLockBusy, wait)
 		}
 		time.Sleep(2 * time.Millisecond)
@@ -102,7 +108,7 @@ func (s State) LockWithin(wait time.Duration) (unlock func(), err error) {
 func (s State) Save(r PodRecord) error {
 	b, err := json.Marshal(r)
 	if err != nil {
-		return err
+		return fmt.Errorf("state: record of %s/%s: %w", r.Namespace, r.Name, err)
 	}
 	if err := s.write(filepath.Join(s.Dir, podsDir, r.key()+".json"), b); err != nil {
 		return err
@@ -110,26 +116,14 @@ func (s State) Save(r PodRecord) error {
 	return s.write(filepath.Join(s.Dir, containersDir, containerKey(r.ContainerID, r.IfName)), []byte(r.key()))
 }
 
-// write replaces path by rename, so that a reader never sees half a
-// record. No fsync: the records describe pods, which a reboot ends anyway,
-// and ADD must stay fast on a busy disk.
+// write replaces path atomically, without fsync: the records describe
+// pods, which a reboot ends anyway, and ADD must stay fast on a busy
+// disk.
 func (s State) write(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	_, werr := f.Write(b)
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("state: write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
+	if err := WriteFile(path, b, 0o600, Volatile, nil); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
 	return nil
@@ -183,7 +177,7 @@ func (s State) Records() ([]PodRecord, error) {
 	}
 	out := make([]PodRecord, 0, len(entries))
 	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".json") {
+		if IsTempName(e.Name()) || !strings.HasSuffix(e.Name(), ".json") {
 			continue // temporary files of a write in progress
 		}
 		r, err := s.read(filepath.Join(s.Dir, podsDir, e.Name()))
@@ -211,7 +205,7 @@ func (s State) Containers() ([][2]string, error) {
 	var out [][2]string
 	for _, e := range entries {
 		id, ifName, ok := strings.Cut(e.Name(), "_")
-		if ok && !strings.HasPrefix(e.Name(), ".") {
+		if ok && !IsTempName(e.Name()) {
 			out = append(out, [2]string{id, ifName})
 		}
 	}
@@ -230,12 +224,13 @@ func (s State) read(path string) (PodRecord, error) {
 	return r, nil
 }
 
-// RemoveAll deletes the records, indexes, lock and snapshot: the agent's
-// uninstall.
+// RemoveAll deletes the records, indexes, lock, snapshot, socket and the
+// list of held floating IPs: the agent's uninstall, once the floating IPs
+// are released.
 func (s State) RemoveAll() error {
-	for _, p := range []string{podsDir, containersDir, lockName, snapshotName, agentSocketName} {
+	for _, p := range []string{podsDir, containersDir, lockName, snapshotName, socketName, heldName} {
 		if err := os.RemoveAll(filepath.Join(s.Dir, p)); err != nil {
-			return err
+			return fmt.Errorf("state: %w", err)
 		}
 	}
 	return nil

@@ -1,0 +1,180 @@
+// Package datapath programs a node's links, routes and ip rules for
+// nsegress (docs/design.md §2): one VXLAN device per policy, a routing
+// table per policy that a fwmark rule selects, and on gateway nodes the
+// floating IPs on the uplink. The nft package holds the packet rules; this
+// package holds everything else, and both are computed from the same Plan:
+// each Tunnel gives its nft.Policy (Tunnel.Policy).
+//
+// The files of the package, by concern:
+//
+//	plan.go      the Plan, its Tunnels, their names and numbers, Validate
+//	apply.go     Apply and Remove, and the removal of stale objects
+//	device.go    a policy's VXLAN device
+//	routes.go    a policy's routing table and ip rule
+//	neigh.go     the neighbour and FDB entries towards a policy's gateway
+//	floating.go  the floating IPs on the uplink
+//	uplink.go    finding the uplink and its MTU
+//	dump.go      netlink dumps that survive a concurrent change
+//	garp.go      the gratuitous ARP that announces a floating IP
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/nsegress/nsegress/nft"
+)
+
+const (
+	// DevicePrefix starts the name of every policy's VXLAN device:
+	// "nsg" + tunnel ID.
+	DevicePrefix = "nsg"
+	// DefaultPort is the VXLAN UDP port. It avoids 4789 (the IANA port,
+	// Calico and Antrea) and 8472 (flannel and Cilium), so that nsegress
+	// runs beside any of them.
+	DefaultPort = 8479
+	// TableBase + tunnel ID is a policy's routing table.
+	TableBase = 20000
+	// RulePriority is the preference of nsegress's fwmark rules: before
+	// the main table (32766), after the local table (0).
+	RulePriority = 1900
+	// vxlanOverhead is what VXLAN over IPv4 adds to a frame.
+	vxlanOverhead = 50
+)
+
+// Nexthop is the next hop of every policy route: an address that never
+// appears in a packet, resolved by a permanent neighbour entry to the
+// gateway's device address (198.19.0.0/16 is the lab's tunnel-internal
+// range; the address only lives in nsegress's own tables).
+var Nexthop = netip.MustParseAddr("198.19.255.254")
+
+// Tunnel is one policy's tunnel on this node: everything the node needs
+// to program the policy, its links and routes here and its nft rules
+// through Policy.
+type Tunnel struct {
+	// ID is the policy's tunnel ID, 1..nft.MaxPolicyID.
+	ID   uint16
+	Mode nft.Mode
+	// Gateway is the underlay address of the node holding the policy's
+	// egress IP (ModeTunnel).
+	Gateway netip.Addr
+	// EgressIP is the policy's egress IP, which this node holds
+	// (ModeLocal, required there); the other modes ignore it.
+	EgressIP netip.Addr
+	// Destinations are the policy's destinations. On the gateway they are
+	// "throw" routes in the policy's table, so that its table answers only
+	// the reverse-path check of tunnel traffic (docs/design.md §7: strict
+	// rp_filter) and never the forwarding of that traffic.
+	Destinations []netip.Prefix
+}
+
+// Device is the tunnel's VXLAN device name.
+func (t Tunnel) Device() string { return DeviceName(t.ID) }
+
+// DeviceName is the VXLAN device of tunnel ID id.
+func DeviceName(id uint16) string { return fmt.Sprintf("%s%d", DevicePrefix, id) }
+
+// Table is the policy's routing table.
+func (t Tunnel) Table() int { return TableBase + int(t.ID) }
+
+// Policy is the tunnel's policy as the nft package implements it: the
+// same ID, destinations (a copy) and mode, the tunnel's device, and the
+// egress IP in ModeLocal only.
+func (t Tunnel) Policy() nft.Policy {
+	p := nft.Policy{ID: t.ID, Destinations: slices.Clone(t.Destinations), Mode: t.Mode, Device: t.Device()}
+	if t.Mode == nft.ModeLocal {
+		p.EgressIP = t.EgressIP
+	}
+	return p
+}
+
+// Plan is the desired link, route and rule state of a node.
+type Plan struct {
+	// Uplink is the interface holding the node's underlay address.
+	Uplink string
+	// NodeIP is the node's underlay address: the VXLAN source.
+	NodeIP netip.Addr
+	// Port is the VXLAN UDP port.
+	Port uint16
+	// Tunnels are the policies with a tunnel ID, in any mode.
+	Tunnels []Tunnel
+	// FloatingIPs are the egress IPs this node holds on its uplink.
+	FloatingIPs []netip.Addr
+	// ReleasedIPs are floating IPs of any group that this node must not
+	// hold: removed from the uplink when present.
+	ReleasedIPs []netip.Addr
+}
+
+// Validate checks a plan before anything on the node is touched, so that
+// a bad plan fails with the field named and leaves the node as it was.
+func (p Plan) Validate() error {
+	if p.Uplink == "" {
+		return errors.New("datapath plan: uplink is empty")
+	}
+	if !p.NodeIP.Is4() {
+		return fmt.Errorf("datapath plan: node IP %q is not an IPv4 address", p.NodeIP)
+	}
+	if p.Port == 0 {
+		return errors.New("datapath plan: VXLAN port is 0")
+	}
+	seen := map[uint16]bool{}
+	for _, t := range p.Tunnels {
+		if t.ID == 0 || t.ID > nft.MaxPolicyID {
+			return fmt.Errorf("datapath plan: tunnel ID %d is outside 1..%d", t.ID, nft.MaxPolicyID)
+		}
+		if seen[t.ID] {
+			return fmt.Errorf("datapath plan: tunnel ID %d appears twice", t.ID)
+		}
+		seen[t.ID] = true
+		if err := t.validate(); err != nil {
+			return err
+		}
+	}
+	for _, ip := range append(slices.Clone(p.FloatingIPs), p.ReleasedIPs...) {
+		if !ip.Is4() {
+			return fmt.Errorf("datapath plan: floating IP %q is not an IPv4 address", ip)
+		}
+	}
+	return nil
+}
+
+// validate checks the fields of one tunnel that depend on its mode. The
+// egress IP is checked as the nft package checks a policy's (required
+// and IPv4 in mode local), so that a tunnel Validate accepts gives a
+// Policy that nft accepts.
+func (t Tunnel) validate() error {
+	if t.Mode == nft.ModeTunnel && !t.Gateway.Is4() {
+		return fmt.Errorf("datapath plan: tunnel %d: gateway %q is not an IPv4 address", t.ID, t.Gateway)
+	}
+	if t.Mode == nft.ModeLocal {
+		if !t.EgressIP.IsValid() {
+			return fmt.Errorf("datapath plan: tunnel %d: mode local needs an egress IP", t.ID)
+		}
+		if !t.EgressIP.Is4() {
+			return fmt.Errorf("datapath plan: tunnel %d: egress IP %q is not an IPv4 address", t.ID, t.EgressIP)
+		}
+	}
+	for _, d := range t.Destinations {
+		if !d.Addr().Is4() {
+			return fmt.Errorf("datapath plan: tunnel %d: destination %s is not IPv4", t.ID, d)
+		}
+	}
+	return nil
+}
+
+// DeviceMTU is the MTU of the VXLAN devices on an uplink of mtu.
+func DeviceMTU(uplinkMTU int) int { return uplinkMTU - vxlanOverhead }
+
+// MSS is the TCP MSS that fits a tunnel device of mtu.
+func MSS(deviceMTU int) uint16 { return uint16(deviceMTU - 40) }
+
+// DeviceMAC is the address of every nsegress device of the node with
+// underlay address ip: locally administered, derived from ip, so that any
+// node can compute a gateway's without asking it.
+func DeviceMAC(ip netip.Addr) net.HardwareAddr {
+	b := ip.As4()
+	return net.HardwareAddr{0x02, 0x6e, b[0], b[1], b[2], b[3]}
+}

@@ -1,0 +1,229 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/nsegress/nsegress/agent/datapath"
+	"github.com/nsegress/nsegress/nft"
+	"github.com/nsegress/nsegress/nodestate"
+)
+
+// NFT is the part of the node's nft table the node role programs.
+type NFT interface {
+	// Pods is the pods map as it is.
+	Pods() (map[nft.PodKey]uint16, error)
+	// Apply makes the table what the state says, in one transaction.
+	Apply(nft.State) error
+	// Delete removes the table.
+	Delete() error
+	Close() error
+}
+
+// Links is the node's links, routes, ip rules and addresses, as the
+// node role changes them.
+type Links interface {
+	// Uplink is the underlay interface and its MTU: the one named, or
+	// when name is empty the one holding nodeIP.
+	Uplink(name string, nodeIP netip.Addr) (string, int, error)
+	// Apply makes the node's tunnels, routes, rules and floating IPs
+	// what the plan says and returns the floating IPs it added.
+	Apply(datapath.Plan) (added []netip.Addr, err error)
+	// Announce tells the underlay that the node holds ip now.
+	Announce(uplink string, ip netip.Addr) error
+	// Remove deletes every nsegress link, rule and route, and the given
+	// floating IPs.
+	Remove(uplink string, floating []netip.Addr) error
+}
+
+// Kernel is what the node role changes on the node: the nft table and the
+// links. Tests give fakes; HostKernel is the node's own.
+type Kernel struct {
+	OpenNFT func() (NFT, error)
+	Links   Links
+}
+
+// HostKernel is the kernel of the network namespace the agent runs in.
+func HostKernel() Kernel {
+	return Kernel{
+		OpenNFT: func() (NFT, error) { return nft.Open() },
+		Links:   hostLinks{},
+	}
+}
+
+// hostLinks is Links on the node's own kernel, through package datapath.
+type hostLinks struct{}
+
+func (hostLinks) Uplink(name string, nodeIP netip.Addr) (string, int, error) {
+	if name == "" {
+		return datapath.FindUplink(nodeIP)
+	}
+	mtu, err := datapath.LinkMTU(name)
+	return name, mtu, err
+}
+
+func (hostLinks) Apply(p datapath.Plan) ([]netip.Addr, error) { return datapath.Apply(p) }
+
+func (hostLinks) Announce(uplink string, ip netip.Addr) error { return datapath.Announce(uplink, ip) }
+
+func (hostLinks) Remove(uplink string, floating []netip.Addr) error {
+	return datapath.Remove(uplink, floating)
+}
+
+// reconciler reads what the node holds, plans and applies. It is the
+// node role without the informers, so that tests drive it with views of
+// their own.
+type reconciler struct {
+	cfg      Config
+	st       nodestate.State
+	lastSnap []byte
+	// now is the clock (time.Now; tests step their own).
+	now func() time.Time
+}
+
+func newReconciler(cfg Config) reconciler {
+	return reconciler{cfg: cfg, st: nodestate.State{Dir: cfg.StateDir}, now: time.Now}
+}
+
+// lockWait bounds how long a reconcile waits for the state lock that
+// ADD and DEL hold for a few milliseconds each.
+const lockWait = 10 * time.Second
+
+// reconcile programs the node from v.
+func (r *reconciler) reconcile(v view) error {
+	if err := r.writeSnapshot(v); err != nil {
+		// The snapshot is only the plugin's last resort: programming the
+		// node matters more.
+		r.cfg.Logf("node: %v", err)
+	}
+	uplink, added, err := r.apply(v)
+	for _, ip := range added {
+		r.cfg.Logf("node: holding floating IP %s on %s", ip, uplink)
+		// Twice: one gratuitous ARP may be lost on its way.
+		for range 2 {
+			if err := r.cfg.Kernel.Links.Announce(uplink, ip); err != nil {
+				r.cfg.Logf("node: %v", err)
+			}
+		}
+	}
+	return err
+}
+
+// apply reads the node's facts, plans and applies: links first, so that
+// the routes exist before nft marks any packet for them, then the nft
+// table with the pods map. It holds the state lock throughout, so that no
+// ADD or DEL changes the records or the pods map between the read and
+// the write. It returns the uplink and the floating IPs it added, which
+// the caller announces once the lock is released.
+func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error) {
+	k := r.cfg.Kernel
+	nodeIP, err := v.nodeIP(r.cfg.NodeName)
+	if err != nil {
+		return "", nil, err
+	}
+	uplink, mtu, err := k.Links.Uplink(r.cfg.Uplink, nodeIP)
+	if err != nil {
+		return "", nil, err
+	}
+	unlock, err := r.st.LockWithin(lockWait)
+	if err != nil {
+		return "", nil, err
+	}
+	defer unlock()
+	recs, err := r.st.Records()
+	if err != nil {
+		return "", nil, err
+	}
+	held, err := r.st.Held()
+	if err != nil {
+		// Unreadable: plan without it; the list is rewritten below with
+		// what the node holds now.
+		r.cfg.Logf("node: %v", err)
+	}
+	t, err := k.OpenNFT()
+	if err != nil {
+		return "", nil, fmt.Errorf("open the nft table: %w", err)
+	}
+	defer t.Close()
+	pods, err := t.Pods()
+	if err != nil {
+		return "", nil, err
+	}
+	d, err := plan(v, facts{
+		nodeName: r.cfg.NodeName, port: r.cfg.Port, uplink: uplink, uplinkMTU: mtu,
+		records: recs, held: held, pods: pods, now: r.now(),
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	// Record a floating IP before holding it, so that an uninstall
+	// after a crash in between still releases it.
+	if !slices.Equal(d.held, held) {
+		if err := r.st.SaveHeld(d.held); err != nil {
+			return "", nil, err
+		}
+	}
+	added, err = k.Links.Apply(d.links)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := t.Apply(d.nft); err != nil {
+		return uplink, added, err
+	}
+	for _, rec := range d.records {
+		if err := r.st.Save(rec); err != nil {
+			// The node is programmed; a stale record only makes CHECK
+			// and a later DEL look at the old policy, and the next
+			// reconcile rewrites it.
+			r.cfg.Logf("node: update the record of %s/%s: %v", rec.Namespace, rec.Name, err)
+		}
+	}
+	return uplink, added, nil
+}
+
+// writeSnapshot saves what the plugin falls back to, when it changed.
+func (r *reconciler) writeSnapshot(v view) error {
+	snap := nodestate.Snapshot{Namespaces: v.nss, Pods: v.pods, Policies: v.policies}
+	b, err := json.Marshal(snap)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if bytes.Equal(b, r.lastSnap) {
+		return nil
+	}
+	snap.Written = r.now()
+	if err := r.st.WriteSnapshot(snap); err != nil {
+		return err
+	}
+	r.lastSnap = b
+	return nil
+}
+
+// Uninstall removes everything the node role made: the nft table, the
+// tunnels, rules and routes, the floating IPs it held, the records and the
+// snapshot. It goes on past errors, so that one failure leaves as little
+// as possible behind, and reports them all.
+func Uninstall(stateDir, uplink string, k Kernel) error {
+	var errs []error
+	if t, err := k.OpenNFT(); err == nil {
+		errs = append(errs, t.Delete(), t.Close())
+	} else {
+		errs = append(errs, fmt.Errorf("open the nft table: %w", err))
+	}
+	st := nodestate.State{Dir: stateDir}
+	held, err := st.Held()
+	errs = append(errs, err)
+	removeErr := k.Links.Remove(uplink, held)
+	errs = append(errs, removeErr, st.RemoveAll())
+	if removeErr != nil && len(held) > 0 {
+		// Not released: keep the list, so that uninstalling again
+		// releases them.
+		errs = append(errs, st.SaveHeld(held))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,230 @@
+package node
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/nsegress/nsegress/agent/datapath"
+	"github.com/nsegress/nsegress/api/v1alpha1"
+	"github.com/nsegress/nsegress/nft"
+	"github.com/nsegress/nsegress/nodestate"
+)
+
+// UnknownPodGrace is how long a pod record whose pod the agent's informer
+// does not know keeps its element: long enough for any watch lag, short
+// enough that a lost DEL leaves no element behind for good.
+const UnknownPodGrace = 2 * time.Minute
+
+// facts is what the node holds and is, read from the node before
+// planning, so that plan itself reads nothing.
+type facts struct {
+	// nodeName is this node's name.
+	nodeName string
+	// port is the VXLAN UDP port.
+	port uint16
+	// uplink and uplinkMTU describe the node's underlay interface.
+	uplink    string
+	uplinkMTU int
+	// records are the plugin's pod records.
+	records []nodestate.PodRecord
+	// held are the floating IPs the node has held since it was installed.
+	held []netip.Addr
+	// pods is the nft pods map as it is now.
+	pods map[nft.PodKey]uint16
+	// now is when the plan is made.
+	now time.Time
+}
+
+// desired is the node's whole desired state.
+type desired struct {
+	// links are the tunnels, routes, rules and floating IPs.
+	links datapath.Plan
+	// nft is the node's nft table, pods map included.
+	nft nft.State
+	// records are the pod records to rewrite: those of pods the plan moves
+	// into, out of or between policies, so that the plugin's CHECK and a
+	// later DEL see what the node does.
+	records []nodestate.PodRecord
+	// held is what the list of held floating IPs must say: every IP held
+	// before and every IP held now, so that uninstall releases them all.
+	held []netip.Addr
+}
+
+// plan computes the node's desired state from the view and the facts. It
+// is pure: no file, netlink or clock access; the same inputs give the same
+// state.
+func plan(v view, f facts) (desired, error) {
+	nodeIP, err := v.nodeIP(f.nodeName)
+	if err != nil {
+		return desired{}, err
+	}
+	mtu := datapath.DeviceMTU(f.uplinkMTU)
+	d := desired{
+		links: datapath.Plan{Uplink: f.uplink, NodeIP: nodeIP, Port: f.port},
+		nft: nft.State{
+			MSS:          datapath.MSS(mtu),
+			TunnelPort:   f.port,
+			DevicePrefix: datapath.DevicePrefix,
+			TunnelPeers:  tunnelPeers(v),
+		},
+	}
+	// One plan per policy feeds both the links and the nft table.
+	for i := range v.policies {
+		p := &v.policies[i]
+		id, ok := p.AssignedTunnelID()
+		if !ok {
+			continue
+		}
+		t := datapath.Tunnel{ID: id, Destinations: destinations(p)}
+		t.Mode, t.Gateway = mode(v, p, f.nodeName)
+		if t.Mode == nft.ModeLocal {
+			t.EgressIP, _ = netip.ParseAddr(p.Status.EgressIP) // mode checked it parses
+		}
+		d.links.Tunnels = append(d.links.Tunnels, t)
+		d.nft.Policies = append(d.nft.Policies, t.Policy())
+	}
+	d.links.FloatingIPs, d.links.ReleasedIPs = floatingIPs(v, f.nodeName, f.held)
+	d.held = slices.Concat(f.held, d.links.FloatingIPs)
+	slices.SortFunc(d.held, netip.Addr.Compare)
+	d.held = slices.Compact(d.held)
+	d.nft.Pods = desiredPods(v, f.records, f.pods, d.nft.Policies, f.now)
+	d.records = movedRecords(v, f.records, d.nft.Pods)
+	return d, nil
+}
+
+// tunnelPeers are every node's IPv4 InternalIP, sorted: the addresses
+// allowed to send to this node's tunnel port.
+func tunnelPeers(v view) []netip.Addr {
+	var peers []netip.Addr
+	for _, n := range v.nodes {
+		if ip, err := internalIP(n); err == nil {
+			peers = append(peers, ip)
+		}
+	}
+	slices.SortFunc(peers, netip.Addr.Compare)
+	return peers
+}
+
+// mode decides how the node called self handles a policy's traffic, and
+// for ModeTunnel the gateway's underlay address.
+func mode(v view, p *v1alpha1.EgressNATPolicy, self string) (nft.Mode, netip.Addr) {
+	fail := nft.ModeDrop
+	if p.Spec.FailMode == v1alpha1.FailModeOpen {
+		fail = nft.ModePass
+	}
+	gw := p.Status.GatewayNode
+	if _, err := netip.ParseAddr(p.Status.EgressIP); err != nil || gw == "" {
+		return fail, netip.Addr{}
+	}
+	if gw == self {
+		return nft.ModeLocal, netip.Addr{}
+	}
+	ip, err := v.nodeIP(gw)
+	if err != nil {
+		return fail, netip.Addr{}
+	}
+	return nft.ModeTunnel, ip
+}
+
+// destinations are a policy's IPv4 destinations, masked.
+func destinations(p *v1alpha1.EgressNATPolicy) []netip.Prefix {
+	var out []netip.Prefix
+	for _, d := range p.Spec.Destinations {
+		if pf, err := netip.ParsePrefix(d.CIDR); err == nil && pf.Addr().Is4() {
+			out = append(out, pf.Masked())
+		}
+	}
+	return out
+}
+
+// floatingIPs are the floating IPs the groups give the node called self,
+// and those it must not hold: every other floating IP of any group, and
+// whatever it held before and no group gives it now (also when the group
+// no longer lists the IP).
+func floatingIPs(v view, self string, heldBefore []netip.Addr) (hold, release []netip.Addr) {
+	release = slices.Clone(heldBefore)
+	for _, g := range v.groups {
+		for _, s := range g.Spec.FloatingIPs {
+			ip, err := netip.ParseAddr(s)
+			if err != nil {
+				continue // the CRD's validation keeps these out
+			}
+			if g.Status.FloatingIPs[s] == self {
+				hold = append(hold, ip)
+			} else {
+				release = append(release, ip)
+			}
+		}
+	}
+	return hold, release
+}
+
+// desiredPods is the pods map the node should have: each recorded pod on
+// the policy that governs it now.
+func desiredPods(v view, recs []nodestate.PodRecord, current map[nft.PodKey]uint16, policies []nft.Policy, now time.Time) map[nft.PodKey]uint16 {
+	ids := map[uint16]bool{}
+	for _, p := range policies {
+		ids[p.ID] = true
+	}
+	pods := map[nft.PodKey]uint16{}
+	for _, rec := range recs {
+		k := nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}
+		id, ok := podPolicy(v, rec)
+		if !ok {
+			// Labels not seen yet: keep what ADD programmed, unless the
+			// pod has been unknown for so long that its DEL was lost
+			// (a node crash, a runtime that forgot it).
+			if cur, has := current[k]; has && ids[cur] && now.Sub(rec.Added) < UnknownPodGrace {
+				pods[k] = cur
+			}
+			continue
+		}
+		if id != 0 && ids[id] {
+			pods[k] = id
+		}
+	}
+	return pods
+}
+
+// podPolicy is the tunnel ID of the policy that governs a recorded pod
+// now (0 for none); ok is false when the pod's labels are not known yet.
+func podPolicy(v view, rec nodestate.PodRecord) (id uint16, ok bool) {
+	labels, ok := v.pods[rec.Namespace+"/"+rec.Name]
+	if !ok {
+		return 0, false
+	}
+	nsLabels, ok := v.nss[rec.Namespace]
+	if !ok {
+		return 0, false
+	}
+	p, err := v1alpha1.SelectPolicy(v.policies, nsLabels, nodestate.KnownLabels(labels))
+	if err != nil || p == nil {
+		// With the pod's labels known SelectPolicy cannot need them: an
+		// error here means no policy can be decided, which is none.
+		return 0, true
+	}
+	id, _ = p.AssignedTunnelID() // 0 when none is assigned yet
+	return id, true
+}
+
+// movedRecords are the records whose policy differs from what the pods
+// map gives them, rewritten to match it.
+func movedRecords(v view, recs []nodestate.PodRecord, pods map[nft.PodKey]uint16) []nodestate.PodRecord {
+	names := map[uint16]string{}
+	for i := range v.policies {
+		if id, ok := v.policies[i].AssignedTunnelID(); ok {
+			names[id] = v.policies[i].Name
+		}
+	}
+	var out []nodestate.PodRecord
+	for _, rec := range recs {
+		id := pods[nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}]
+		if id == rec.TunnelID {
+			continue
+		}
+		rec.TunnelID, rec.Policy = id, names[id]
+		out = append(out, rec)
+	}
+	return out
+}

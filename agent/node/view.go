@@ -1,0 +1,100 @@
+package node
+
+import (
+	"fmt"
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/nsegress/nsegress/api/v1alpha1"
+)
+
+// view is the informers' content, typed: everything the node's desired
+// state is computed from that comes from the API.
+type view struct {
+	// policies are oldest first (v1alpha1.SortByAge).
+	policies []v1alpha1.EgressNATPolicy
+	groups   []v1alpha1.NetworkGatewayGroup
+	nodes    map[string]*corev1.Node
+	nss      map[string]map[string]string
+	// pods maps "namespace/name" of the node's pods to their labels.
+	pods map[string]map[string]string
+}
+
+func (r *Role) view() (view, error) {
+	v := view{nodes: map[string]*corev1.Node{}, nss: map[string]map[string]string{}, pods: map[string]map[string]string{}}
+	var err error
+	if v.policies, err = r.listPolicies(); err != nil {
+		return v, err
+	}
+	v1alpha1.SortByAge(v.policies)
+	for _, o := range r.groups.GetStore().List() {
+		var g v1alpha1.NetworkGatewayGroup
+		if err := fromUnstructured(o, &g); err != nil {
+			return v, err
+		}
+		v.groups = append(v.groups, g)
+	}
+	for _, o := range r.nodes.GetStore().List() {
+		n := o.(*corev1.Node)
+		v.nodes[n.Name] = n
+	}
+	for _, o := range r.nss.GetStore().List() {
+		ns := o.(*corev1.Namespace)
+		v.nss[ns.Name] = ns.Labels
+	}
+	for _, o := range r.pods.GetStore().List() {
+		p := o.(*corev1.Pod)
+		v.pods[p.Namespace+"/"+p.Name] = p.Labels
+	}
+	return v, nil
+}
+
+// listPolicies is the policy informer's content, typed: the node's own
+// view and the plugin's socket decode policies here alone.
+func (r *Role) listPolicies() ([]v1alpha1.EgressNATPolicy, error) {
+	var out []v1alpha1.EgressNATPolicy
+	for _, o := range r.policies.GetStore().List() {
+		var p v1alpha1.EgressNATPolicy
+		if err := fromUnstructured(o, &p); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func fromUnstructured(o any, into any) error {
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return fmt.Errorf("unexpected object %T", o)
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into); err != nil {
+		return fmt.Errorf("decode %s %s: %w", u.GetKind(), u.GetName(), err)
+	}
+	return nil
+}
+
+// nodeIP is the underlay address of the node called name.
+func (v view) nodeIP(name string) (netip.Addr, error) {
+	n, ok := v.nodes[name]
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("node %s not found in the API", name)
+	}
+	return internalIP(n)
+}
+
+// internalIP is a node's IPv4 InternalIP.
+func internalIP(n *corev1.Node) (netip.Addr, error) {
+	for _, a := range n.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is4() {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("node %s has no IPv4 InternalIP", n.Name)
+}
