@@ -91,6 +91,26 @@ func agentLogs(c Cluster, tail int) string {
 func uninstallNsegress(t testing.TB, c Cluster) {
 	t.Helper()
 	ctx := context.Background()
+	// What the agents said while they were told to stop: whether they
+	// saw the uninstall, and what it did. Their pods, and with them their
+	// logs, are gone once this returns.
+	follow, cancel := context.WithCancel(ctx)
+	logs := &syncBuffer{}
+	cmd := command(follow, c.Kubectl(), "logs", "-f", "-n", "nsegress-system", "-l", "app.kubernetes.io/name=nsegress-agent",
+		"--prefix", "--tail=5", "--max-log-requests=20", "--ignore-errors")
+	cmd.Env, cmd.Stdout, cmd.Stderr = c.Env(), logs, logs
+	if err := cmd.Start(); err == nil {
+		t.Cleanup(func() {
+			cancel()
+			_ = cmd.Wait() // killed by the cancel: its exit status says nothing
+			if t.Failed() {
+				t.Logf("agent logs during uninstall:\n%s", logs.String())
+			}
+		})
+	} else {
+		cancel()
+		t.Logf("follow the agents' logs: %v", err)
+	}
 	if out, err := kubectl(ctx, c, "", "delete", "-k", labInstall, "--wait=true", "--timeout=120s"); err != nil {
 		t.Fatalf("kubectl delete -k: %v\n%s", err, out)
 	}
@@ -378,4 +398,23 @@ func labNode(c Cluster, name string) *lab.Node {
 		}
 	}
 	panic("no lab node " + name)
+}
+
+// syncBuffer is a bytes.Buffer that a command writes to while the test
+// reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -16,7 +16,8 @@ import (
 // is being uninstalled (its DaemonSet deleted) or the agent merely
 // restarts (an upgrade, a node drain, a crash). Only positive evidence
 // counts as removal: the DaemonSet is gone or being deleted, or the
-// agent's credentials were revoked with it (its ServiceAccount or RBAC
+// namespace it lives in is being deleted, or the agent's credentials were
+// revoked with it (its ServiceAccount or RBAC
 // deleted by the same `kubectl delete -k`). Any other error, such as an
 // API server that does not answer, keeps nsegress installed: a pod
 // created meanwhile must still get its egress IP.
@@ -37,6 +38,11 @@ func beingRemoved(ctx context.Context, client kubernetes.Interface, namespace, d
 		switch {
 		case err == nil && ds.DeletionTimestamp != nil:
 			return true, fmt.Sprintf("DaemonSet %s/%s is being deleted", namespace, daemonSet)
+		case err == nil && namespaceDeleting(ctx, client, namespace):
+			// kubectl delete -k may delete the namespace before the
+			// DaemonSet: the namespace's deletion takes the pods down
+			// while the DaemonSet still stands.
+			return true, fmt.Sprintf("namespace %s, which holds DaemonSet %s, is being deleted", namespace, daemonSet)
 		case err == nil:
 			return false, fmt.Sprintf("DaemonSet %s/%s still exists: a restart, not an uninstall", namespace, daemonSet)
 		case apierrors.IsNotFound(err):
@@ -50,6 +56,15 @@ func beingRemoved(ctx context.Context, client kubernetes.Interface, namespace, d
 			return false, fmt.Sprintf("cannot tell whether DaemonSet %s/%s exists (%v): keeping nsegress installed", namespace, daemonSet, err)
 		}
 	}
+}
+
+// namespaceDeleting says whether the install namespace is being deleted;
+// an error is no evidence of it.
+func namespaceDeleting(ctx context.Context, client kubernetes.Interface, namespace string) bool {
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ns, err := client.CoreV1().Namespaces().Get(c, namespace, metav1.GetOptions{})
+	return err == nil && ns.DeletionTimestamp != nil
 }
 
 // RemoveTaint removes the taint with key from node, if present. Operators

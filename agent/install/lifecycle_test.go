@@ -52,6 +52,10 @@ func TestBeingRemovedNeedsPositiveEvidence(t *testing.T) {
 	}{
 		{"an agent restart while the DaemonSet exists keeps nsegress", []runtime.Object{ds(false)}, nil, false},
 		{"a DaemonSet being deleted means uninstall", []runtime.Object{ds(true)}, nil, true},
+		{"a DaemonSet whose namespace is being deleted means uninstall", []runtime.Object{ds(false), &corev1.Namespace{
+			ObjectMeta: metav1.ObjectMeta{Name: "nsegress-system", DeletionTimestamp: &now, Finalizers: []string{"kubernetes"}}}}, nil, true},
+		{"a DaemonSet in a namespace that stays keeps nsegress", []runtime.Object{ds(false), &corev1.Namespace{
+			ObjectMeta: metav1.ObjectMeta{Name: "nsegress-system"}}}, nil, false},
 		{"a DaemonSet that is gone means uninstall", nil, nil, true},
 		{"revoked credentials mean uninstall", nil, failWith(apierrors.NewUnauthorized("token revoked")), true},
 		{"deleted RBAC means uninstall", nil, failWith(apierrors.NewForbidden(gr, "nsegress-agent", errors.New("no"))), true},
