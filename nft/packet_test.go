@@ -139,6 +139,7 @@ func TestPacketsOfAPodAreMarkedAndSNATed(t *testing.T) {
 			Destinations: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}},
 		Pods:         map[PodKey]uint16{pod("198.18.1.5", "vethpod"): 9},
 		TunnelPort:   4789,
+		Uplink:       "eth0",
 		DevicePrefix: "nsg",
 	}
 	mustApply(t, tbl, s)

@@ -69,18 +69,27 @@ func policyRules(p Policy) [][]expr.Any {
 		&expr.Lookup{SourceRegister: reg1, SetName: dstSet(p.ID), Invert: true},
 		&expr.Verdict{Kind: expr.VerdictReturn},
 	}
+	// A packet of a connection the pod did not open (a reply to a client
+	// that connected in, even from inside the destinations) is never
+	// steered: replies stay replies (docs/design.md §5, no bypass).
+	replies := concat(ctReply(), verdict(expr.VerdictReturn))
 	if p.Mode == ModeDrop {
-		return [][]expr.Any{notDst, verdict(expr.VerdictDrop)}
+		return [][]expr.Any{replies, notDst, verdict(expr.VerdictDrop)}
 	}
 	// The ct mark lets later packets of the connection (replies, MSS
 	// clamping) be recognised after the packet mark is cleared (docs/design.md §7).
-	return [][]expr.Any{notDst, concat(setMark(p.ID), setCtMark(p.ID))}
+	return [][]expr.Any{replies, notDst, concat(setMark(p.ID), setCtMark(p.ID))}
 }
 
-// forwardRules clamp the MSS of tunnelled connections and keep marked
-// packets of tunnel policies from leaving any other way than the tunnel.
-func forwardRules(pols []Policy, mss uint16) [][]expr.Any {
-	var rules [][]expr.Any
+// forwardRules drop what a pod sends to the tunnel port, clamp the MSS
+// of tunnelled connections and keep marked packets of tunnel policies
+// from leaving any other way than the tunnel.
+func forwardRules(pols []Policy, mss, port uint16) [][]expr.Any {
+	// The tunnel's own datagrams are the node's (output), never
+	// forwarded: a forwarded one is a pod's, which the primary's
+	// masquerade would give the node's address, the one source a gateway
+	// accepts tunnel traffic from (docs/design.md §5, no borrowing).
+	rules := [][]expr.Any{concat(udpDport(port), verdict(expr.VerdictDrop))}
 	if mss != 0 {
 		rules = append(rules, mssClampRule(mss))
 	}
@@ -146,18 +155,43 @@ func clearMarkRule(prefix string) []expr.Any {
 	})
 }
 
-// tunnelPeerRule is "udp dport port ip saddr != @peers drop": only
-// cluster nodes may send tunnel traffic (docs/design.md §5, no borrowing).
-func tunnelPeerRule(port uint16) []expr.Any {
+// udpDport matches UDP packets to port.
+func udpDport(port uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_UDP}},
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: be16(port)},
+	}
+}
+
+// tunnelPeerRule is "udp dport port ip saddr != @peers drop": only
+// cluster nodes may send tunnel traffic (docs/design.md §5, no borrowing).
+func tunnelPeerRule(port uint16) []expr.Any {
+	return concat(udpDport(port), []expr.Any{
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Lookup{SourceRegister: reg1, SetName: setPeers, Invert: true},
 		&expr.Verdict{Kind: expr.VerdictDrop},
-	}
+	})
+}
+
+// tunnelIfaceRule is "udp dport port iifname != uplink drop": tunnel
+// traffic comes from other nodes over the underlay; what reaches the
+// port from a pod of this node or over the loopback is a forgery.
+func tunnelIfaceRule(port uint16, uplink string) []expr.Any {
+	return concat(udpDport(port), ifnameIsNot(expr.MetaKeyIIFNAME, uplink), verdict(expr.VerdictDrop))
+}
+
+// tunnelUnprivilegedRule is "udp dport port meta skuid != 0 drop": a
+// local process that is not root cannot send to the tunnel port. The
+// tunnel's own datagrams have no socket of a user (they are forwarded
+// pod packets, encapsulated by the kernel), so the rule leaves them
+// alone; root on the node is the trust boundary.
+func tunnelUnprivilegedRule(port uint16) []expr.Any {
+	return concat(udpDport(port), []expr.Any{
+		&expr.Meta{Key: expr.MetaKeySKUID, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: native32(0)},
+	}, verdict(expr.VerdictDrop))
 }
 
 // setMark is "meta mark set meta mark & ~MarkMask | Mark(id)".

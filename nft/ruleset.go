@@ -21,6 +21,7 @@ const (
 	chainPostNAT      = "postrouting_nat"
 	chainPostrouting  = "postrouting"
 	chainInput        = "input"
+	chainOutput       = "output"
 	policyChainPrefix = "pol_"
 	dstSetPrefix      = "dst_"
 )
@@ -109,13 +110,16 @@ func baseChains(s State, pols []Policy) []chainSpec {
 		{name: chainPrerouting, hook: nftables.ChainHookPrerouting, prio: prioMangle,
 			ctype: nftables.ChainTypeFilter, rules: preroutingRules(pols, s.DevicePrefix)},
 		{name: chainForward, hook: nftables.ChainHookForward, prio: prioFilter,
-			ctype: nftables.ChainTypeFilter, rules: forwardRules(pols, s.MSS)},
+			ctype: nftables.ChainTypeFilter, rules: forwardRules(pols, s.MSS, s.TunnelPort)},
 		{name: chainPostNAT, hook: nftables.ChainHookPostrouting, prio: prioSNAT,
 			ctype: nftables.ChainTypeNAT, rules: snatRules(pols)},
 		{name: chainPostrouting, hook: nftables.ChainHookPostrouting, prio: prioAfterNAT,
 			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{clearMarkRule(s.DevicePrefix)}},
 		{name: chainInput, hook: nftables.ChainHookInput, prio: prioFilter,
-			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{tunnelPeerRule(s.TunnelPort)}},
+			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{
+				tunnelIfaceRule(s.TunnelPort, s.Uplink), tunnelPeerRule(s.TunnelPort)}},
+		{name: chainOutput, hook: nftables.ChainHookOutput, prio: prioFilter,
+			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{tunnelUnprivilegedRule(s.TunnelPort)}},
 	}
 }
 

@@ -122,6 +122,10 @@ type State struct {
 	MSS uint16
 	// TunnelPort is the VXLAN UDP port.
 	TunnelPort uint16
+	// Uplink is the interface tunnel traffic arrives on: the one holding
+	// the node's underlay address. Tunnel traffic arriving on any other
+	// interface (a pod's, the loopback) is dropped.
+	Uplink string
 	// TunnelPeers are the underlay addresses allowed to send VXLAN to
 	// this node: the cluster's nodes.
 	TunnelPeers []netip.Addr
@@ -170,6 +174,9 @@ func (s *State) Validate() error {
 // validateNode checks the fields that do not belong to a policy or pod.
 func (s *State) validateNode() error {
 	if err := validateIfName("DevicePrefix", s.DevicePrefix); err != nil {
+		return err
+	}
+	if err := validateIfName("Uplink", s.Uplink); err != nil {
 		return err
 	}
 	if s.TunnelPort == 0 {

@@ -41,6 +41,7 @@ func validState() State {
 		Pods:         map[PodKey]uint16{pod("198.18.1.5", "veth1a2b"): 7},
 		MSS:          1410,
 		TunnelPort:   4789,
+		Uplink:       "eth0",
 		TunnelPeers:  []netip.Addr{netip.MustParseAddr("10.0.0.1")},
 		DevicePrefix: "nsg",
 	}
@@ -205,7 +206,7 @@ func TestBuildOrdersPoliciesAndNamesObjects(t *testing.T) {
 	if got, want := strings.Join(sets, ","), "peers,dst_3,dst_4,dst_7,dst_9"; got != want {
 		t.Errorf("sets = %s, want %s", got, want)
 	}
-	if got, want := strings.Join(chains, ","), "pol_3,pol_4,pol_7,pol_9,prerouting,forward,postrouting_nat,postrouting,input"; got != want {
+	if got, want := strings.Join(chains, ","), "pol_3,pol_4,pol_7,pol_9,prerouting,forward,postrouting_nat,postrouting,input,output"; got != want {
 		t.Errorf("chains = %s, want %s", got, want)
 	}
 	if got := d.pods[pod("198.18.1.5", "veth1a2b")]; got != "pol_7" {

@@ -25,6 +25,7 @@ func twoPolicies() State {
 		Pods:         map[PodKey]uint16{},
 		MSS:          1410,
 		TunnelPort:   4789,
+		Uplink:       "eth0",
 		TunnelPeers:  []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")},
 		DevicePrefix: "nsg",
 	}
@@ -100,6 +101,7 @@ func TestGoldenDropAndPass(t *testing.T) {
 		},
 		Pods:         map[PodKey]uint16{pod("198.18.1.5", "veth1a2b"): 3, pod("198.18.1.6", "veth3c4d"): 4},
 		TunnelPort:   4789,
+		Uplink:       "eth0",
 		DevicePrefix: "nsg",
 	}
 	mustApply(t, tbl, s)

@@ -17,6 +17,11 @@ type Input struct {
 	Policies []v1alpha1.EgressNATPolicy
 	Groups   []v1alpha1.NetworkGatewayGroup
 	Nodes    []corev1.Node
+	// TunnelIDHighWater is the highest tunnel ID handed out before, by
+	// any controller (persisted; see highWaterStore): new IDs count up
+	// from above it, so that the ID of a deleted policy is not handed out
+	// again while nodes may still steer with it.
+	TunnelIDHighWater int32
 }
 
 // Output is the status every policy and group should have. It holds an
@@ -26,6 +31,9 @@ type Output struct {
 	Policies map[string]v1alpha1.EgressNATPolicyStatus
 	// Groups is keyed by the group's namespace and name.
 	Groups map[types.NamespacedName]v1alpha1.NetworkGatewayGroupStatus
+	// TunnelIDHighWater is the highest tunnel ID handed out so far, to be
+	// persisted before any status names a new ID.
+	TunnelIDHighWater int32
 }
 
 // Assign decides, from the current state alone, which node holds each
@@ -57,7 +65,8 @@ func Assign(in Input, now metav1.Time) Output {
 	}
 
 	policies := byAge(in.Policies)
-	ids := assignTunnelIDs(policies)
+	ids, highWater := assignTunnelIDs(policies, in.TunnelIDHighWater)
+	out.TunnelIDHighWater = highWater
 	claims := newIPClaims(policies)
 	for _, p := range policies {
 		out.Policies[p.Name] = policyStatus(p, groups, claims, ids[p.Name], now)

@@ -42,6 +42,9 @@ type reconciler struct {
 	nodes    corelisters.NodeLister
 	logf     func(format string, args ...any)
 	now      func() time.Time
+	// highWater persists the tunnel-ID high-water mark; nil keeps it in
+	// memory only (tests of other things).
+	highWater *highWaterStore
 }
 
 // snapshot is the caches' content, typed for Assign and unstructured for
@@ -59,7 +62,19 @@ func (r *reconciler) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if r.highWater != nil {
+		if snap.in.TunnelIDHighWater, err = r.highWater.load(ctx); err != nil {
+			return err
+		}
+	}
 	out := Assign(snap.in, metav1.NewTime(r.now()).Rfc3339Copy())
+	// The mark is stored before any status names a new ID: a controller
+	// that dies in between must not let the next one hand it out again.
+	if r.highWater != nil && out.TunnelIDHighWater > snap.in.TunnelIDHighWater {
+		if err := r.highWater.store(ctx, out.TunnelIDHighWater); err != nil {
+			return err
+		}
+	}
 
 	var errs []error
 	// Groups first: a node holds floating IPs by the group's status and

@@ -221,12 +221,13 @@ func lead(ctx context.Context, cfg Config) error {
 	}
 
 	r := &reconciler{
-		dyn:      cfg.Dynamic,
-		policies: policies.Lister(),
-		groups:   groups.Lister(),
-		nodes:    nodes.Lister(),
-		logf:     cfg.Logf,
-		now:      time.Now,
+		dyn:       cfg.Dynamic,
+		policies:  policies.Lister(),
+		groups:    groups.Lister(),
+		nodes:     nodes.Lister(),
+		logf:      cfg.Logf,
+		now:       time.Now,
+		highWater: &highWaterStore{client: cfg.Client, namespace: cfg.Namespace},
 	}
 	enqueue() // once even when there is nothing to watch yet
 	go func() {

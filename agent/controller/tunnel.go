@@ -8,14 +8,17 @@ const maxTunnelID = v1alpha1.MaxTunnelID
 // assignTunnelIDs gives every policy, Ready or not, a tunnel ID: nodes need
 // it even to drop a fail-closed policy's traffic. A policy keeps the ID it
 // has unless an older policy has the same one; the others get new IDs,
-// oldest first, counting up from the highest ID in use and wrapping to the
-// smallest free one only when the range is exhausted: a deleted policy's
-// ID is not handed out again at once, while nodes that have not seen the
-// deletion yet still steer its pods with it. Keeping runs over all
-// policies before any new ID is handed out, so that an older policy
-// without an ID never takes the one a newer policy already uses. An ID of
-// 0 means none was free.
-func assignTunnelIDs(policies []*v1alpha1.EgressNATPolicy) map[string]int32 {
+// oldest first, counting up from the highest ID ever handed out
+// (highWater, persisted, or the highest in use if that is higher) and
+// wrapping to the smallest free one only when the range is exhausted: a
+// deleted policy's ID, even the newest one's, is not handed out again
+// while nodes that have not seen the deletion yet may still steer its
+// pods with it. Keeping runs over all policies before any new ID is
+// handed out, so that an older policy without an ID never takes the one
+// a newer policy already uses. An ID of 0 means none was free. It also
+// returns the new high-water mark: the highest of highWater and every ID
+// in use now.
+func assignTunnelIDs(policies []*v1alpha1.EgressNATPolicy, highWater int32) (map[string]int32, int32) {
 	ids := make(map[string]int32, len(policies))
 	used := make(map[int32]bool, len(policies))
 	for _, p := range policies {
@@ -24,7 +27,10 @@ func assignTunnelIDs(policies []*v1alpha1.EgressNATPolicy) map[string]int32 {
 			used[id] = true
 		}
 	}
-	next := int32(1)
+	if highWater < 0 || highWater > maxTunnelID {
+		highWater = 0
+	}
+	next := highWater + 1
 	for id := range used {
 		next = max(next, id+1)
 	}
@@ -46,5 +52,8 @@ func assignTunnelIDs(policies []*v1alpha1.EgressNATPolicy) map[string]int32 {
 		used[next] = true
 		next++
 	}
-	return ids
+	for id := range used {
+		highWater = max(highWater, id)
+	}
+	return ids, highWater
 }

@@ -19,7 +19,7 @@ func ensureDevice(p Plan, uplink netlink.Link, t Tunnel) (netlink.Link, error) {
 	// then created, and LinkAdd fails with the cause if one remains.
 	if l, err := netlink.LinkByName(name); err == nil {
 		vx, ok := l.(*netlink.Vxlan)
-		if ok && vx.VxlanId == int(t.ID) && vx.Port == int(p.Port) && vx.VtepDevIndex == uplink.Attrs().Index &&
+		if ok && vx.VxlanId == int(t.VNI()) && vx.Port == int(p.Port) && vx.VtepDevIndex == uplink.Attrs().Index &&
 			vx.SrcAddr.Equal(net.IP(p.NodeIP.AsSlice())) && !vx.Learning {
 			return l, finishDevice(l, p.NodeIP, mtu)
 		}
@@ -29,14 +29,14 @@ func ensureDevice(p Plan, uplink netlink.Link, t Tunnel) (netlink.Link, error) {
 	}
 	vx := &netlink.Vxlan{
 		LinkAttrs:    netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: DeviceMAC(p.NodeIP)},
-		VxlanId:      int(t.ID),
+		VxlanId:      int(t.VNI()),
 		VtepDevIndex: uplink.Attrs().Index,
 		SrcAddr:      net.IP(p.NodeIP.AsSlice()),
 		Port:         int(p.Port),
 		Learning:     false,
 	}
 	if err := netlink.LinkAdd(vx); err != nil {
-		return nil, fmt.Errorf("create VXLAN device %s (VNI %d, port %d): %w", name, t.ID, p.Port, err)
+		return nil, fmt.Errorf("create VXLAN device %s (VNI %d, port %d): %w", name, t.VNI(), p.Port, err)
 	}
 	l, err := netlink.LinkByName(name)
 	if err != nil {

@@ -21,6 +21,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"slices"
@@ -69,7 +70,34 @@ type Tunnel struct {
 	// the reverse-path check of tunnel traffic (docs/design.md §7: strict
 	// rp_filter) and never the forwarding of that traffic.
 	Destinations []netip.Prefix
+	// Generation tells apart the policies that held this tunnel ID over
+	// time (TunnelGeneration); 0 when unknown. It is the upper half of
+	// the device's VXLAN network identifier (VNI), so that a node still
+	// steering with an ID's old meaning sends a VNI that the gateway has
+	// no device for: the kernel drops it instead of SNATing one policy's
+	// pods to another's egress IP.
+	Generation uint16
 }
+
+// maxGeneration is the largest Generation: 12 bits, above the 12 of the
+// ID in the 24-bit VNI.
+const maxGeneration = 1<<12 - 1
+
+// TunnelGeneration is the generation of the tunnel of the policy with
+// uid: a hash of the UID in 1..4095, the same on every node without any
+// coordination. A policy deleted and another created with its tunnel ID
+// get different generations, except with probability 1/4095, which the
+// controller's tunnel IDs, never handed out again before the range
+// wraps, make moot.
+func TunnelGeneration(uid string) uint16 {
+	h := fnv.New32a()
+	h.Write([]byte(uid)) // a hash's Write never fails
+	return uint16(h.Sum32()%maxGeneration) + 1
+}
+
+// VNI is the tunnel's VXLAN network identifier: the generation above the
+// ID.
+func (t Tunnel) VNI() uint32 { return uint32(t.Generation)<<12 | uint32(t.ID) }
 
 // Device is the tunnel's VXLAN device name.
 func (t Tunnel) Device() string { return DeviceName(t.ID) }
@@ -124,6 +152,9 @@ func (p Plan) Validate() error {
 	for _, t := range p.Tunnels {
 		if t.ID == 0 || t.ID > nft.MaxPolicyID {
 			return fmt.Errorf("datapath plan: tunnel ID %d is outside 1..%d", t.ID, nft.MaxPolicyID)
+		}
+		if t.Generation > maxGeneration {
+			return fmt.Errorf("datapath plan: tunnel %d: generation %d is outside 0..%d", t.ID, t.Generation, maxGeneration)
 		}
 		if seen[t.ID] {
 			return fmt.Errorf("datapath plan: tunnel ID %d appears twice", t.ID)

@@ -48,7 +48,7 @@ func TestATunnelsPolicyIsWhatNftImplements(t *testing.T) {
 			if err := p.Validate(); err != nil {
 				t.Fatalf("Validate: %v", err)
 			}
-			s := nft.State{Policies: []nft.Policy{got}, TunnelPort: DefaultPort, DevicePrefix: DevicePrefix}
+			s := nft.State{Policies: []nft.Policy{got}, TunnelPort: DefaultPort, Uplink: "eth0", DevicePrefix: DevicePrefix}
 			if err := s.Validate(); err != nil {
 				t.Errorf("nft refuses the tunnel's policy: %v", err)
 			}
@@ -95,7 +95,7 @@ func TestValidateNeedsTheEgressIPOfALocalTunnel(t *testing.T) {
 				t.Errorf("Validate = %v, want %q", err, tc.want)
 			}
 			// nft agrees about the policy the tunnel gives.
-			s := nft.State{Policies: []nft.Policy{tc.tunnel.Policy()}, TunnelPort: DefaultPort, DevicePrefix: DevicePrefix}
+			s := nft.State{Policies: []nft.Policy{tc.tunnel.Policy()}, TunnelPort: DefaultPort, Uplink: "eth0", DevicePrefix: DevicePrefix}
 			if nftErr := s.Validate(); (nftErr == nil) != (tc.want == "") {
 				t.Errorf("nft.State.Validate = %v, but datapath's Validate = %v", nftErr, err)
 			} else if nftErr != nil && !strings.Contains(nftErr.Error(), "policy 3") {

@@ -47,6 +47,7 @@ func nftState(p Plan, pods map[nft.PodKey]uint16) nft.State {
 		Pods:         pods,
 		MSS:          MSS(DeviceMTU(1500)),
 		TunnelPort:   DefaultPort,
+		Uplink:       "eth0",
 		TunnelPeers:  []netip.Addr{workerIP, gatewayIP},
 		DevicePrefix: DevicePrefix,
 	}

@@ -65,6 +65,7 @@ func plan(v view, f facts) (desired, error) {
 		nft: nft.State{
 			MSS:          datapath.MSS(mtu),
 			TunnelPort:   f.port,
+			Uplink:       f.uplink,
 			DevicePrefix: datapath.DevicePrefix,
 			TunnelPeers:  tunnelPeers(v),
 		},
@@ -76,7 +77,7 @@ func plan(v view, f facts) (desired, error) {
 		if !ok {
 			continue
 		}
-		t := datapath.Tunnel{ID: id, Destinations: destinations(p)}
+		t := datapath.Tunnel{ID: id, Destinations: destinations(p), Generation: datapath.TunnelGeneration(string(p.UID))}
 		t.Mode, t.Gateway = mode(v, p, f.nodeName)
 		if t.Mode == nft.ModeLocal {
 			t.EgressIP, _ = netip.ParseAddr(p.Status.EgressIP) // mode checked it parses

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/api/v1alpha1"
@@ -66,7 +67,7 @@ type policyOpt func(*v1alpha1.EgressNATPolicy)
 // labelled team=<name>, with the given tunnel ID and no gateway yet.
 func policy(name string, tunnelID int32, opts ...policyOpt) v1alpha1.EgressNATPolicy {
 	p := v1alpha1.EgressNATPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: name,
+		ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("uid-" + name),
 			CreationTimestamp: metav1.NewTime(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))},
 		Spec: v1alpha1.EgressNATPolicySpec{
 			Sources:      []v1alpha1.EgressSource{{NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"team": name}}}},
@@ -197,6 +198,7 @@ func TestPlanDecidesEachPolicysModeFromItsStatus(t *testing.T) {
 			v := view{policies: []v1alpha1.EgressNATPolicy{tc.policy}, nodes: testNodes()}
 			d := mustPlan(t, v, testFacts())
 			plan, state := d.links, d.nft
+			tc.wantTunnel.Generation = datapath.TunnelGeneration(string(tc.policy.UID))
 			if diff := cmp.Diff([]datapath.Tunnel{tc.wantTunnel}, plan.Tunnels, cmpAddrs); diff != "" {
 				t.Errorf("plan.Tunnels (-want +got):\n%s", diff)
 			}
@@ -454,5 +456,25 @@ func TestDesiredPodsFollowPoliciesAndForgetPodsWhoseDELWasLost(t *testing.T) {
 	want := map[nft.PodKey]uint16{key("198.18.1.2"): 7, key("198.18.1.4"): 7}
 	if !maps.Equal(got, want) {
 		t.Errorf("desired pods = %v, want %v", got, want)
+	}
+}
+
+// TestAPolicyRecreatedWithTheSameTunnelIDGetsAnotherVNI: the VNI carries
+// the policy's generation, so that a node still steering with a deleted
+// policy's tunnel ID cannot reach the SNAT of the policy that has the ID
+// now.
+func TestAPolicyRecreatedWithTheSameTunnelIDGetsAnotherVNI(t *testing.T) {
+	vni := func(p v1alpha1.EgressNATPolicy) uint32 {
+		d := mustPlan(t, view{nodes: testNodes(), policies: []v1alpha1.EgressNATPolicy{p}}, testFacts())
+		return d.links.Tunnels[0].VNI()
+	}
+	old := policy("purple", 5, gateway("gw-1", "198.51.100.101"))
+	recreated := policy("darkblue", 5, gateway("gw-1", "198.51.100.102"))
+	first := vni(old)
+	if again := vni(old); again != first {
+		t.Fatalf("the VNI of one policy changes between plans: %#x, then %#x", first, again)
+	}
+	if a, b := vni(old), vni(recreated); a == b || a&0xfff != 5 || b&0xfff != 5 || a>>12 == 0 || b>>12 == 0 {
+		t.Errorf("VNIs %#x and %#x: want both with tunnel ID 5 in the low 12 bits and different, non-zero generations above", a, b)
 	}
 }

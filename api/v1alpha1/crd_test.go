@@ -247,6 +247,8 @@ func TestCRDSchemasValidateWhatTheAPIServerMustRefuse(t *testing.T) {
 			check: func(n *schemaNode) bool { return hasRule(n, "cidr(self).ip().family() == 4") }},
 		{name: "a destination cidr must have no host bits", file: policyCRD, path: "spec.destinations.[].cidr",
 			check: func(n *schemaNode) bool { return hasRule(n, "cidr(self) == cidr(self).masked()") }},
+		{name: "a destination cidr is not the whole address space", file: policyCRD, path: "spec.destinations.[].cidr",
+			check: func(n *schemaNode) bool { return hasRule(n, "cidr(self).prefixLength() > 0") }},
 		{name: "gatewayRef needs name and namespace", file: policyCRD, path: "spec.gatewayRef",
 			check: func(n *schemaNode) bool { return slices.Equal(n.Required, []string{"name", "namespace"}) }},
 		{name: "gatewayRef name is a DNS subdomain", file: policyCRD, path: "spec.gatewayRef.name",

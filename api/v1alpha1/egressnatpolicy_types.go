@@ -114,6 +114,7 @@ type EgressDestination struct {
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a CIDR such as 203.0.113.0/28"
 	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self).ip().family() == 4",message="must be an IPv4 CIDR: egress IPs are IPv4"
 	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",message="must have no bits set after the prefix length, e.g. 10.0.0.0/24 rather than 10.0.0.5/24"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self).prefixLength() > 0",message="must not be the whole address space (0.0.0.0/0): it holds the cluster's own pods, Services and API server; name the networks behind the firewall"
 	CIDR string `json:"cidr"`
 }
 

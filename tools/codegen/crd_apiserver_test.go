@@ -260,8 +260,8 @@ func TestTheAPIServerChecksEachFieldWithAClearMessage(t *testing.T) {
 				obj["spec"].(map[string]any)["failMode"] = "Open"
 				return obj
 			}},
-		{name: "a policy may send everything through the gateway",
-			obj: func(t *testing.T) map[string]any { return policy(t, "destinations: [{cidr: 0.0.0.0/0}]") }},
+		{name: "a destination as wide as one half of the address space is accepted",
+			obj: func(t *testing.T) map[string]any { return policy(t, "destinations: [{cidr: 128.0.0.0/1}]") }},
 		{name: "a CIDR with an octet over 255 is refused",
 			obj:  func(t *testing.T) map[string]any { return policy(t, "destinations: [{cidr: 10.0.0.300/24}]") },
 			want: "spec.destinations[0].cidr: must be a CIDR"},
@@ -277,6 +277,9 @@ func TestTheAPIServerChecksEachFieldWithAClearMessage(t *testing.T) {
 		{name: "a CIDR with host bits set is refused",
 			obj:  func(t *testing.T) map[string]any { return policy(t, "destinations: [{cidr: 10.0.0.5/24}]") },
 			want: "spec.destinations[0].cidr: no bits set after the prefix length"},
+		{name: "the whole address space is refused as a destination",
+			obj:  func(t *testing.T) map[string]any { return policy(t, "destinations: [{cidr: 0.0.0.0/0}]") },
+			want: "spec.destinations[0].cidr: must not be the whole address space"},
 		{name: "the same destination twice is refused",
 			obj: func(t *testing.T) map[string]any {
 				return policy(t, "destinations: [{cidr: 10.0.0.0/24}, {cidr: 10.0.0.0/24}]")
