@@ -17,11 +17,23 @@ type Input struct {
 	Policies []v1alpha1.EgressNATPolicy
 	Groups   []v1alpha1.NetworkGatewayGroup
 	Nodes    []corev1.Node
+	// Namespaces maps every namespace to its labels, and Pods are the
+	// cluster's pods: with them Assign finds policies shadowed by older
+	// ones. Nil means not known (nothing is reported shadowed).
+	Namespaces map[string]map[string]string
+	Pods       []Pod
 	// TunnelIDHighWater is the highest tunnel ID handed out before, by
 	// any controller (persisted; see highWaterStore): new IDs count up
 	// from above it, so that the ID of a deleted policy is not handed out
 	// again while nodes may still steer with it.
 	TunnelIDHighWater int32
+	// ServiceRanges are the cluster's Service ranges; with the nodes' pod
+	// ranges they are what no policy's destinations may cover.
+	ServiceRanges []ClusterRange
+	// RecentTunnelIDs are the IDs this controller handed out by policy
+	// UID: a policy whose status does not show its ID yet (the cache lags
+	// the write) keeps it instead of getting a new one.
+	RecentTunnelIDs map[types.UID]int32
 }
 
 // Output is the status every policy and group should have. It holds an
@@ -56,20 +68,27 @@ func Assign(in Input, now metav1.Time) Output {
 	}
 
 	groups := make(map[types.NamespacedName]*placement, len(in.Groups))
+	conflicts := floatingConflicts(in.Groups, in.Nodes)
 	for i := range in.Groups {
 		g := &in.Groups[i]
 		key := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
-		p := place(g, in.Nodes)
+		p := place(g, in.Nodes, conflicts)
 		groups[key] = p
 		out.Groups[key] = p.status
 	}
 
 	policies := byAge(in.Policies)
-	ids, highWater := assignTunnelIDs(policies, in.TunnelIDHighWater)
+	ids, highWater := assignTunnelIDs(policies, in.TunnelIDHighWater, in.RecentTunnelIDs)
 	out.TunnelIDHighWater = highWater
 	claims := newIPClaims(policies)
+	shadows := shadowed(policies, in.Namespaces, in.Pods)
+	ranges := clusterRanges(in.Nodes, in.ServiceRanges)
 	for _, p := range policies {
-		out.Policies[p.Name] = policyStatus(p, groups, claims, ids[p.Name], now)
+		var shadow *shadowing
+		if s, ok := shadows[p.Name]; ok {
+			shadow = &s
+		}
+		out.Policies[p.Name] = policyStatus(p, groups, claims, ids[p.Name], shadow, ranges, now)
 	}
 	return out
 }

@@ -69,6 +69,7 @@ func policy(name string, age int, opts ...policyOpt) v1alpha1.EgressNATPolicy {
 		TypeMeta: metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "EgressNATPolicy"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:              name,
+			UID:               types.UID("uid-" + name),
 			Generation:        1,
 			CreationTimestamp: metav1.NewTime(t0.Add(time.Duration(age) * time.Minute)),
 		},

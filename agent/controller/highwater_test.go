@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -104,5 +105,21 @@ func TestTheHighWaterStoreRefusesGarbage(t *testing.T) {
 	}
 	if got, err := s.load(context.Background()); err != nil || got != 9 {
 		t.Errorf("after store(9): %d, %v", got, err)
+	}
+}
+
+// TestAPolicyKeepsTheIDItWasJustGiven: the status written with a new ID
+// reaches the controller's cache a moment later; a reconcile in between
+// must not count past the high-water mark and give the policy another ID
+// (the nodes would re-steer its pods to a new tunnel for nothing).
+func TestAPolicyKeepsTheIDItWasJustGiven(t *testing.T) {
+	p := policy("a", 0) // its status does not show the ID yet
+	in := Input{Groups: usualGroups, Nodes: usualNodes, Policies: []v1alpha1.EgressNATPolicy{p}, TunnelIDHighWater: 1}
+	if got := Assign(in, t0).Policies["a"].TunnelID; got != 2 {
+		t.Fatalf("without what was handed out the policy gets %d, want 2 (the test's premise)", got)
+	}
+	in.RecentTunnelIDs = map[types.UID]int32{p.UID: 1}
+	if got := Assign(in, t0).Policies["a"].TunnelID; got != 1 {
+		t.Errorf("the policy got %d, want the ID it was just given (1)", got)
 	}
 }

@@ -2,7 +2,9 @@ package controller
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,15 +23,49 @@ type placement struct {
 	// selectorErr is why the group's nodeSelector matches nothing: it
 	// does not parse.
 	selectorErr error
+	// conflicts says, for a floating IP no node may hold, why.
+	conflicts map[string]string
 }
 
-// place decides which nodes of the group are Up and which Up node holds
-// each floating IP. A holder that is still Up keeps its IPs, so that a
-// failover moves only the IPs of the node that went down; every other IP
-// goes to the Up node holding the fewest of the group's IPs (ties by node
-// name), which spreads them evenly.
-func place(g *v1alpha1.NetworkGatewayGroup, nodes []corev1.Node) *placement {
-	p := &placement{group: g, floating: make(map[string]bool, len(g.Spec.FloatingIPs))}
+// floatingConflicts finds the floating IPs that no node may hold, and
+// why: one that is a node's own address (a gateway announcing it would
+// take that node's traffic), and one listed by two groups (two nodes
+// would announce it).
+func floatingConflicts(groups []v1alpha1.NetworkGatewayGroup, nodes []corev1.Node) map[string]string {
+	nodeOf := map[string]string{}
+	for i := range nodes {
+		for _, a := range nodes[i].Status.Addresses {
+			if other, ok := nodeOf[a.Address]; !ok || nodes[i].Name < other {
+				nodeOf[a.Address] = nodes[i].Name
+			}
+		}
+	}
+	groupsOf := map[string][]string{}
+	for i := range groups {
+		g := &groups[i]
+		name := g.Namespace + "/" + g.Name
+		for _, ip := range g.Spec.FloatingIPs {
+			if !slices.Contains(groupsOf[ip], name) {
+				groupsOf[ip] = append(groupsOf[ip], name)
+			}
+		}
+	}
+	out := map[string]string{}
+	for ip, names := range groupsOf {
+		switch n, ok := nodeOf[ip]; {
+		case ok:
+			out[ip] = fmt.Sprintf("%s is the address of node %s", ip, n)
+		case len(names) > 1:
+			slices.Sort(names)
+			out[ip] = fmt.Sprintf("%s is a floating IP of more than one NetworkGatewayGroup (%s)", ip, strings.Join(names, ", "))
+		}
+	}
+	return out
+}
+
+// A floating IP in conflicts is placed on no node.
+func place(g *v1alpha1.NetworkGatewayGroup, nodes []corev1.Node, conflicts map[string]string) *placement {
+	p := &placement{group: g, floating: make(map[string]bool, len(g.Spec.FloatingIPs)), conflicts: conflicts}
 
 	sel := labels.Everything() // nodeSelector absent: every node (the Anthos default)
 	if g.Spec.NodeSelector != nil {
@@ -65,7 +101,9 @@ func place(g *v1alpha1.NetworkGatewayGroup, nodes []corev1.Node) *placement {
 	for _, ip := range g.Spec.FloatingIPs {
 		if !p.floating[ip] {
 			p.floating[ip] = true
-			ips = append(ips, ip)
+			if conflicts[ip] == "" {
+				ips = append(ips, ip)
+			}
 		}
 	}
 	if len(up) == 0 || len(ips) == 0 {

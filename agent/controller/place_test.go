@@ -1,10 +1,12 @@
 package controller
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -157,5 +159,37 @@ func TestAssignKeepsGroupsApart(t *testing.T) {
 	}
 	if _, ok := cloud.Nodes["gw-1"]; ok {
 		t.Errorf("cloud lists gw-1, which its nodeSelector does not match: %v", cloud.Nodes)
+	}
+}
+
+// TestAFloatingIPNoNodeMayHoldIsPlacedNowhere: an IP that is a node's own
+// address, or a floating IP of two groups, gets no holder, and a policy
+// using it says why instead of Ready; the group's other IPs are placed.
+func TestAFloatingIPNoNodeMayHoldIsPlacedNowhere(t *testing.T) {
+	gw1 := readyNode("gw-1", nil)
+	gw1.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip3}}
+	nodes := []corev1.Node{gw1, readyNode("gw-2", nil)}
+	onprem := group([]string{ip1, ip2, ip3}, nil)
+	other := group([]string{ip2}, nil)
+	other.Name = "dmz"
+	out := Assign(Input{Groups: []v1alpha1.NetworkGatewayGroup{onprem, other}, Nodes: nodes, Policies: []v1alpha1.EgressNATPolicy{
+		policy("node-ip", 0, pin(ip3)), policy("shared", 1, pin(ip2)), policy("fine", 2, pin(ip1)), policy("free", 3),
+	}}, t0)
+	placed := out.Groups[types.NamespacedName{Namespace: ns, Name: "onprem"}].FloatingIPs
+	if placed[ip3] != "" || placed[ip2] != "" || placed[ip1] == "" {
+		t.Errorf("onprem's placement %v: want only %s placed", placed, ip1)
+	}
+	for name, want := range map[string]string{"node-ip": "is the address of node gw-1", "shared": "more than one NetworkGatewayGroup (nsegress-system/dmz, nsegress-system/onprem)"} {
+		c := meta.FindStatusCondition(out.Policies[name].Conditions, v1alpha1.ConditionReady)
+		if c == nil || c.Reason != v1alpha1.ReasonFloatingIPConflict || !strings.Contains(c.Message, want) {
+			t.Errorf("%s: Ready = %+v, want %s mentioning %q", name, c, v1alpha1.ReasonFloatingIPConflict, want)
+		}
+	}
+	if got := decisions(out)["fine"].Reason; got != ready {
+		t.Errorf("fine: %s, want Ready", got)
+	}
+	// A policy without a pin is not given a conflicting IP.
+	if got := out.Policies["free"].EgressIP; got == ip2 || got == ip3 {
+		t.Errorf("free got the conflicting IP %s", got)
 	}
 }

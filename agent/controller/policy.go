@@ -61,15 +61,22 @@ type verdict struct {
 
 // policyStatus decides one policy's status. Its tunnel ID was decided
 // before; its egress IP is claimed in claims.
-func policyStatus(p *v1alpha1.EgressNATPolicy, groups map[types.NamespacedName]*placement, claims *ipClaims, tunnelID int32, now metav1.Time) v1alpha1.EgressNATPolicyStatus {
+func policyStatus(p *v1alpha1.EgressNATPolicy, groups map[types.NamespacedName]*placement, claims *ipClaims, tunnelID int32, shadow *shadowing, ranges []ClusterRange, now metav1.Time) v1alpha1.EgressNATPolicyStatus {
 	v := decide(p, groups, claims)
 	claims.decided(p)
 	if err := p.SelectorError(); err != nil {
 		v.reason = v1alpha1.ReasonInvalidSelector
 		v.message = fmt.Sprintf("%v: the policy selects no pod until the selector is fixed", err)
+	} else if why, covers := coveredRange(p, ranges); covers {
+		v.reason = v1alpha1.ReasonDestinationCoversCluster
+		v.message = why + ": the selected pods' traffic to the cluster itself would leave through a gateway; name only the networks behind the firewall"
 	} else if tunnelID == 0 {
 		v.reason = reasonNoFreeTunnelID
 		v.message = fmt.Sprintf("all tunnel IDs 1..%d are used by older policies; delete unused policies; %s", maxTunnelID, failModeEffect(p))
+	} else if shadow != nil && v.reason == v1alpha1.ReasonEgressReady {
+		// It may hold its egress IP, but it cannot govern all it selects.
+		v.reason = v1alpha1.ReasonShadowedByOlderPolicy
+		v.message = shadow.message()
 	}
 
 	st := v1alpha1.EgressNATPolicyStatus{
@@ -113,6 +120,13 @@ func decide(p *v1alpha1.EgressNATPolicy, groups map[types.NamespacedName]*placem
 		return refusal
 	}
 	claims.taken[ip] = p.Name
+	if why := g.conflicts[ip]; why != "" {
+		return verdict{
+			egressIP: ip,
+			reason:   v1alpha1.ReasonFloatingIPConflict,
+			message:  fmt.Sprintf("egress IP %s is held by no node: %s; fix the groups' floatingIPs; %s", ip, why, failModeEffect(p)),
+		}
+	}
 
 	node := g.status.FloatingIPs[ip]
 	if node == "" {
@@ -164,7 +178,7 @@ func pickIP(p *v1alpha1.EgressNATPolicy, g *placement, claims *ipClaims) (string
 	// pins or holds, so that this one does not take it from under them.
 	fallback := ""
 	for _, ip := range g.group.Spec.FloatingIPs {
-		if claims.taken[ip] != "" {
+		if claims.taken[ip] != "" || g.conflicts[ip] != "" {
 			continue
 		}
 		if len(claims.wanted[ip]) == 0 || (len(claims.wanted[ip]) == 1 && claims.wanted[ip][p.Name]) {

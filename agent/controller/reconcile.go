@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
@@ -40,11 +41,19 @@ type reconciler struct {
 	policies cache.GenericLister
 	groups   cache.GenericLister
 	nodes    corelisters.NodeLister
-	logf     func(format string, args ...any)
-	now      func() time.Time
+	// nss and pods feed the shadowing check; nil leaves it out.
+	nss  corelisters.NamespaceLister
+	pods corelisters.PodLister
+	logf func(format string, args ...any)
+	now  func() time.Time
 	// highWater persists the tunnel-ID high-water mark; nil keeps it in
 	// memory only (tests of other things).
 	highWater *highWaterStore
+	// client lists the Service ranges; nil leaves them out.
+	client kubernetes.Interface
+	// recentIDs are the tunnel IDs the last reconcile decided, by policy
+	// UID, for the next one, whose cache may not show them yet.
+	recentIDs map[types.UID]int32
 }
 
 // snapshot is the caches' content, typed for Assign and unstructured for
@@ -67,7 +76,21 @@ func (r *reconciler) reconcile(ctx context.Context) error {
 			return err
 		}
 	}
+	if r.client != nil {
+		// Without them the check of destinations against the cluster's
+		// ranges is weaker for this run; assigning must go on.
+		if snap.in.ServiceRanges, err = serviceRanges(ctx, r.client); err != nil {
+			r.logf("controller: %v", err)
+		}
+	}
+	snap.in.RecentTunnelIDs = r.recentIDs
 	out := Assign(snap.in, metav1.NewTime(r.now()).Rfc3339Copy())
+	r.recentIDs = make(map[types.UID]int32, len(snap.in.Policies))
+	for _, p := range snap.in.Policies {
+		if id := out.Policies[p.Name].TunnelID; id != 0 && p.UID != "" {
+			r.recentIDs[p.UID] = id
+		}
+	}
 	// The mark is stored before any status names a new ID: a controller
 	// that dies in between must not let the next one hand it out again.
 	if r.highWater != nil && out.TunnelIDHighWater > snap.in.TunnelIDHighWater {
@@ -160,6 +183,23 @@ func (r *reconciler) snapshot() (*snapshot, error) {
 	}
 	for _, n := range nodes {
 		s.in.Nodes = append(s.in.Nodes, *n)
+	}
+	if r.nss != nil && r.pods != nil {
+		nss, err := r.nss.List(labels.Everything())
+		if err != nil {
+			return nil, fmt.Errorf("list Namespaces: %w", err)
+		}
+		s.in.Namespaces = make(map[string]map[string]string, len(nss))
+		for _, ns := range nss {
+			s.in.Namespaces[ns.Name] = ns.Labels
+		}
+		pods, err := r.pods.List(labels.Everything())
+		if err != nil {
+			return nil, fmt.Errorf("list Pods: %w", err)
+		}
+		for _, p := range pods {
+			s.in.Pods = append(s.in.Pods, Pod{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels})
+		}
 	}
 	return s, nil
 }

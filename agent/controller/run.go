@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -153,6 +154,16 @@ func campaign(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// podLabelsOnly keeps of a pod what shadowing depends on.
+func podLabelsOnly(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a tombstone, kept as it is
+	}
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels,
+		ResourceVersion: p.ResourceVersion, UID: p.UID}}, nil
+}
+
 // queueKey is the workqueue's only key: every event means "reconcile
 // everything", since one policy's decision depends on all the others.
 const queueKey = "all"
@@ -205,6 +216,31 @@ func lead(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("watch Nodes: %w", err)
 	}
 
+	// Namespaces' and pods' labels tell which policies shadow others. A
+	// pod is kept as its name and labels only: a cluster's pods are many.
+	namespaces := coreFactory.Core().V1().Namespaces()
+	pods := coreFactory.Core().V1().Pods()
+	if err := pods.Informer().SetTransform(podLabelsOnly); err != nil {
+		return fmt.Errorf("watch Pods: %w", err)
+	}
+	labelsChanged := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { enqueue() },
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(metav1.Object)
+			c, ok2 := cur.(metav1.Object)
+			if !ok1 || !ok2 || !maps.Equal(o.GetLabels(), c.GetLabels()) {
+				enqueue()
+			}
+		},
+		DeleteFunc: func(any) { enqueue() },
+	}
+	if _, err := namespaces.Informer().AddEventHandler(labelsChanged); err != nil {
+		return fmt.Errorf("watch Namespaces: %w", err)
+	}
+	if _, err := pods.Informer().AddEventHandler(labelsChanged); err != nil {
+		return fmt.Errorf("watch Pods: %w", err)
+	}
+
 	dynFactory.Start(ctx.Done())
 	coreFactory.Start(ctx.Done())
 	// These wait until the first list succeeds (the reflectors log why
@@ -225,9 +261,12 @@ func lead(ctx context.Context, cfg Config) error {
 		policies:  policies.Lister(),
 		groups:    groups.Lister(),
 		nodes:     nodes.Lister(),
+		nss:       namespaces.Lister(),
+		pods:      pods.Lister(),
 		logf:      cfg.Logf,
 		now:       time.Now,
 		highWater: &highWaterStore{client: cfg.Client, namespace: cfg.Namespace},
+		client:    cfg.Client,
 	}
 	enqueue() // once even when there is nothing to watch yet
 	go func() {

@@ -1,6 +1,10 @@
 package controller
 
-import "github.com/nsegress/nsegress/api/v1alpha1"
+import (
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/nsegress/nsegress/api/v1alpha1"
+)
 
 // maxTunnelID is the largest tunnel ID the API allows.
 const maxTunnelID = v1alpha1.MaxTunnelID
@@ -18,11 +22,22 @@ const maxTunnelID = v1alpha1.MaxTunnelID
 // a newer policy already uses. An ID of 0 means none was free. It also
 // returns the new high-water mark: the highest of highWater and every ID
 // in use now.
-func assignTunnelIDs(policies []*v1alpha1.EgressNATPolicy, highWater int32) (map[string]int32, int32) {
+func assignTunnelIDs(policies []*v1alpha1.EgressNATPolicy, highWater int32, recent map[types.UID]int32) (map[string]int32, int32) {
 	ids := make(map[string]int32, len(policies))
 	used := make(map[int32]bool, len(policies))
 	for _, p := range policies {
 		if id := p.Status.TunnelID; id >= 1 && id <= maxTunnelID && !used[id] {
+			ids[p.Name] = id
+			used[id] = true
+		}
+	}
+	// An ID handed out but not in the status yet stays the policy's:
+	// counting up past the high-water mark would give it another.
+	for _, p := range policies {
+		if _, kept := ids[p.Name]; kept {
+			continue
+		}
+		if id := recent[p.UID]; p.UID != "" && id >= 1 && id <= maxTunnelID && !used[id] {
 			ids[p.Name] = id
 			used[id] = true
 		}

@@ -142,14 +142,28 @@ func destinations(p *v1alpha1.EgressNATPolicy) []netip.Prefix {
 // floatingIPs are the floating IPs the groups give the node called self,
 // and those it must not hold: every other floating IP of any group, and
 // whatever it held before and no group gives it now (also when the group
-// no longer lists the IP).
+// no longer lists the IP). A node's own address is neither held nor
+// released, whatever a group says: holding it would take that node's
+// traffic, and releasing it would take this node's address away.
 func floatingIPs(v view, self string, heldBefore []netip.Addr) (hold, release []netip.Addr) {
-	release = slices.Clone(heldBefore)
+	nodeAddr := map[netip.Addr]bool{}
+	for _, n := range v.nodes {
+		for _, a := range n.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				nodeAddr[ip] = true
+			}
+		}
+	}
+	for _, ip := range heldBefore {
+		if !nodeAddr[ip] {
+			release = append(release, ip)
+		}
+	}
 	for _, g := range v.groups {
 		for _, s := range g.Spec.FloatingIPs {
 			ip, err := netip.ParseAddr(s)
-			if err != nil {
-				continue // the CRD's validation keeps these out
+			if err != nil || nodeAddr[ip] {
+				continue // the CRD's validation and the controller keep these out
 			}
 			if g.Status.FloatingIPs[s] == self {
 				hold = append(hold, ip)

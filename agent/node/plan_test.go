@@ -478,3 +478,26 @@ func TestAPolicyRecreatedWithTheSameTunnelIDGetsAnotherVNI(t *testing.T) {
 		t.Errorf("VNIs %#x and %#x: want both with tunnel ID 5 in the low 12 bits and different, non-zero generations above", a, b)
 	}
 }
+
+// TestANodeAddressListedAsFloatingIPIsNeitherHeldNorReleased: a group
+// that lists a node's own address (the controller refuses to place it)
+// must not make a gateway announce it, nor any node delete it.
+func TestANodeAddressListedAsFloatingIPIsNeitherHeldNorReleased(t *testing.T) {
+	own := "10.0.0.11" // thisNode's InternalIP
+	v := view{nodes: testNodes(), groups: []v1alpha1.NetworkGatewayGroup{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "nsegress-system", Name: "onprem"},
+		Spec:       v1alpha1.NetworkGatewayGroupSpec{FloatingIPs: []string{own, "10.0.0.21"}},
+		Status:     v1alpha1.NetworkGatewayGroupStatus{FloatingIPs: map[string]string{own: "gw-1", "10.0.0.21": thisNode}},
+	}}}
+	f := testFacts()
+	f.held = []netip.Addr{netip.MustParseAddr(own)}
+	plan := mustPlan(t, v, f).links
+	if len(plan.FloatingIPs) != 0 {
+		t.Errorf("holds %v: node addresses are nobody's floating IPs", plan.FloatingIPs)
+	}
+	for _, ip := range plan.ReleasedIPs {
+		if ip.String() == own || ip.String() == "10.0.0.21" {
+			t.Errorf("releases the node address %s", ip)
+		}
+	}
+}

@@ -42,6 +42,21 @@ const (
 	// is not a valid label selector; the policy selects no pod until it is
 	// fixed.
 	ReasonInvalidSelector = "InvalidSelector"
+
+	// ReasonShadowedByOlderPolicy: an older policy also selects pods this
+	// policy selects, and governs them, so this policy's destinations
+	// leave those pods without its egress IP. The message names the older
+	// policy and a pod or namespace where it happens.
+	ReasonShadowedByOlderPolicy = "ShadowedByOlderPolicy"
+
+	// ReasonFloatingIPConflict: the egress IP is a node's own address or a
+	// floating IP of two groups; no node holds it.
+	ReasonFloatingIPConflict = "FloatingIPConflict"
+
+	// ReasonDestinationCoversCluster: a destination contains the pod range
+	// of a node or a Service range of the cluster; the message names the
+	// destination and the range.
+	ReasonDestinationCoversCluster = "DestinationCoversCluster"
 )
 
 // MaxTunnelID is the largest tunnel ID (status.tunnelID, and the CRD's
