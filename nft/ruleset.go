@@ -75,8 +75,14 @@ type desired struct {
 
 // Priorities of the base chains.
 var (
-	// prioMangle runs after conntrack (-200), so ct marks are available.
-	prioMangle = nftables.ChainPriorityMangle
+	// prioAfterDNAT runs after conntrack (-200), so ct marks are
+	// available, and after destination NAT (-100), so that a pod's packet
+	// to a Service (kube-proxy's DNAT) is judged by the endpoint it goes
+	// to: traffic to a destination reached through a ClusterIP or
+	// NodePort is marked like traffic to its address (docs/design.md §5,
+	// no bypass). It is still before routing, where the mark chooses the
+	// policy's table.
+	prioAfterDNAT = nftables.ChainPriorityRef(*nftables.ChainPriorityNATDest + 10)
 	prioFilter = nftables.ChainPriorityFilter
 	// prioSNAT runs before the primary CNI's masquerade (srcnat), so the
 	// source NAT nsegress binds is the one that counts (docs/design.md §7).
@@ -107,7 +113,7 @@ func build(s State) desired {
 // baseChains returns the hooked chains for the sorted policies pols.
 func baseChains(s State, pols []Policy) []chainSpec {
 	return []chainSpec{
-		{name: chainPrerouting, hook: nftables.ChainHookPrerouting, prio: prioMangle,
+		{name: chainPrerouting, hook: nftables.ChainHookPrerouting, prio: prioAfterDNAT,
 			ctype: nftables.ChainTypeFilter, rules: preroutingRules(pols, s.DevicePrefix)},
 		{name: chainForward, hook: nftables.ChainHookForward, prio: prioFilter,
 			ctype: nftables.ChainTypeFilter, rules: forwardRules(pols, s.MSS, s.TunnelPort)},
