@@ -132,7 +132,9 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 		rec.TunnelID, _ = policy.AssignedTunnelID() // settle checked it is assigned
 	}
 	programStart := time.Now()
-	if err := p.program(st, rec); err != nil {
+	if policy == nil {
+		p.recordUnselected(st, rec, log)
+	} else if err := p.program(st, rec); err != nil {
 		return err
 	}
 	log.Info("ADD", "pod", namespace+"/"+pod, "ip", ip, "hostIf", hostIf, "policy", rec.Policy,
@@ -197,8 +199,37 @@ func settle(policy *v1alpha1.EgressNATPolicy, view nodestate.View, namespace, po
 	return policy, view, nil
 }
 
-// program records the pod and, when a policy selects it, adds its element
-// to the pods map, under the node's state lock.
+// recordUnselected records a pod no policy selects, so that a policy
+// created later can take it in, and clears an element an earlier pod with
+// its address and interface left when its DEL was lost. None of it may
+// fail the pod: a pod no policy selects starts as it would without
+// nsegress (docs/design.md §5), also on a full or read-only state disk,
+// a busy lock or a broken nft table. What could not be done is logged;
+// the agent's next reconcile removes an element that no record explains.
+func (p *Plugin) recordUnselected(st nodestate.State, rec nodestate.PodRecord, log *slog.Logger) {
+	pod := rec.Namespace + "/" + rec.Name
+	unlock, err := st.Lock()
+	if err != nil {
+		log.Warn("ADD: pod not recorded (a policy created later reaches it only once it restarts)", "pod", pod, "error", err)
+		return
+	}
+	defer unlock()
+	if err := st.Save(rec); err != nil {
+		log.Warn("ADD: pod not recorded (a policy created later reaches it only once it restarts)", "pod", pod, "error", err)
+	}
+	t, err := p.OpenTable()
+	if err != nil {
+		return // no table, no stale element
+	}
+	defer t.Close()
+	if err := t.DelPod(nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}); err != nil {
+		log.Warn("ADD: could not clear a stale element under the pod's key; the agent's reconcile removes it", "pod", pod, "error", err)
+	}
+}
+
+// program records a pod a policy selects and adds its element to the
+// pods map, under the node's state lock. Any failure fails the pod, with
+// the cause: it must not start unprogrammed.
 func (p *Plugin) program(st nodestate.State, rec nodestate.PodRecord) error {
 	unlock, err := st.Lock()
 	if err != nil {
@@ -210,22 +241,10 @@ func (p *Plugin) program(st nodestate.State, rec nodestate.PodRecord) error {
 	}
 	t, err := p.OpenTable()
 	if err != nil {
-		if rec.TunnelID == 0 {
-			return nil // nothing to program, nothing to clear
-		}
 		return types.NewError(types.ErrInternal, "nsegress: open nftables: "+err.Error(), "")
 	}
 	defer t.Close()
-	key := nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}
-	if rec.TunnelID == 0 {
-		// An element left under this key by an earlier pod whose DEL was
-		// lost must not steer this one.
-		if err := t.DelPod(key); err != nil {
-			return types.NewError(types.ErrInternal, "nsegress: clear a stale element: "+err.Error(), "")
-		}
-		return nil
-	}
-	err = t.AddPod(key, rec.TunnelID)
+	err = t.AddPod(nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}, rec.TunnelID)
 	if errors.Is(err, nft.ErrPolicyNotProgrammed) {
 		return types.NewError(types.ErrTryAgainLater,
 			fmt.Sprintf("nsegress: policy %s (tunnel ID %d) is not programmed on this node yet; the agent programs it", rec.Policy, rec.TunnelID), err.Error())

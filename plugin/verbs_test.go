@@ -44,6 +44,8 @@ type fakeTable struct {
 	mu         sync.Mutex
 	pods       map[nft.PodKey]uint16
 	programmed map[uint16]bool
+	// delErr, when set, is what DelPod fails with (a broken table).
+	delErr error
 }
 
 func (f *fakeTable) AddPod(k nft.PodKey, id uint16) error {
@@ -59,6 +61,9 @@ func (f *fakeTable) AddPod(k nft.PodKey, id uint16) error {
 func (f *fakeTable) DelPod(k nft.PodKey) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.delErr != nil {
+		return f.delErr
+	}
 	delete(f.pods, k)
 	return nil
 }
@@ -607,4 +612,60 @@ func TestAddAsksTheAgentFirst(t *testing.T) {
 			t.Errorf("pod not programmed: %v", e.table.pods)
 		}
 	})
+}
+
+// TestUnrelatedPodsNeverFailBecauseOfNsegress: a pod no policy selects
+// starts whatever state the node's nsegress files and table are in; a pod
+// a policy selects fails with the cause instead of starting unprogrammed.
+func TestUnrelatedPodsNeverFailBecauseOfNsegress(t *testing.T) {
+	t.Parallel()
+	stateDir := func(e *env) string { return filepath.Join(e.dir, "state") }
+	for _, tc := range []struct {
+		name    string
+		breakIt func(t *testing.T, e *env) (cleanup func())
+	}{
+		{"the state lock stays busy", func(t *testing.T, e *env) func() {
+			unlock, err := nodestate.State{Dir: stateDir(e)}.Lock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return unlock
+		}},
+		{"the state directory cannot be created (a full or read-only disk)", func(t *testing.T, e *env) func() {
+			if err := os.WriteFile(stateDir(e), []byte("not a directory"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return func() {}
+		}},
+		{"no record can be written", func(t *testing.T, e *env) func() {
+			if err := os.MkdirAll(stateDir(e), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(stateDir(e), "pods"), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return func() {}
+		}},
+		{"the nft table refuses changes", func(t *testing.T, e *env) func() {
+			e.table.delErr = errors.New("netlink: operation not permitted")
+			e.table.programmed = map[uint16]bool{}
+			return func() {}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			defer tc.breakIt(t, e)()
+			if _, err := e.add("c1", "plain", "p1", "198.18.1.9"); err != nil {
+				t.Errorf("a pod no policy selects failed: %v", err)
+			}
+			_, err := e.add("c2", "purple", "p1", "198.18.1.10")
+			if err == nil {
+				t.Fatalf("a selected pod started although nsegress could not program it")
+			}
+			if code := cniCode(t, err); code != types.ErrTryAgainLater && code != types.ErrIOFailure {
+				t.Errorf("selected pod: code %d (%v), want 11 or 5 naming the cause", code, err)
+			}
+		})
+	}
 }
