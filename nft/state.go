@@ -243,6 +243,10 @@ func validatePolicyID(id uint16) error {
 	return nil
 }
 
+// Validate checks that k can be an element of the pods map of a table
+// whose policy devices start with devicePrefix.
+func (k PodKey) Validate(devicePrefix string) error { return validatePodKey(k, devicePrefix) }
+
 // validatePodKey checks a pod key; prefix is the policy device prefix,
 // which a pod's interface must not start with (such packets count as
 // tunnel ingress and are dropped).

@@ -185,6 +185,13 @@ func desiredPods(v view, recs []nodestate.PodRecord, current map[nft.PodKey]uint
 	pods := map[nft.PodKey]uint16{}
 	for _, rec := range recs {
 		k := nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}
+		if k.Validate(datapath.DevicePrefix) != nil {
+			// A record ADD wrote for a pod no policy selected, whose
+			// host interface it could not find: it cannot be keyed, and
+			// must not keep every other pod of the node from being
+			// programmed. The pod joins a policy when it restarts.
+			continue
+		}
 		id, ok := podPolicy(v, rec)
 		if !ok {
 			// Labels not seen yet: keep what ADD programmed, unless the

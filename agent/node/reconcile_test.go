@@ -528,3 +528,31 @@ func TestUninstallRemovesEverythingTheRoleMade(t *testing.T) {
 		t.Errorf("after uninstall the state dir holds %v", left)
 	}
 }
+
+// TestARecordThatCannotBeKeyedDoesNotStopTheNode: ADD recorded a pod no
+// policy selected without its host interface (its route lookup failed);
+// once a policy selects it, that record must not make every reconcile of
+// the node fail: the other pods are programmed.
+func TestARecordThatCannotBeKeyedDoesNotStopTheNode(t *testing.T) {
+	good := newTestNode(t)
+	good.sync(fullWorld())
+	want := good.k.state()
+
+	n := newTestNode(t)
+	w := fullWorld()
+	n.sync(w)
+	// The bad record appears: ADD of a purple pod, unrecorded in the
+	// world so that sync leaves the file alone.
+	w.pods["ns-a/nohostif"] = worldPod{ip: "198.18.1.20", known: true}
+	bad := w.record("ns-a/nohostif")
+	bad.HostIf = ""
+	if err := n.r.st.Save(bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.r.reconcile(w.view()); err != nil {
+		t.Fatalf("reconcile with a record without host interface: %v", err)
+	}
+	if diff := cmp.Diff(want, n.k.state(), cmpAddrs); diff != "" {
+		t.Errorf("the other pods are not programmed as without the bad record (-want +got):\n%s", diff)
+	}
+}

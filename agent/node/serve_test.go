@@ -3,10 +3,12 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +103,31 @@ func TestANewPodRecordKicksAReconcile(t *testing.T) {
 	case <-r.kick:
 	case <-time.After(2 * time.Second):
 		t.Fatal("no reconcile asked for after the plugin wrote a pod record")
+	}
+}
+
+// TestAPolicyThatDoesNotDecodeIsLeftOut: one malformed object must not
+// stop the node role or the plugin's lookups; the others are decoded.
+func TestAPolicyThatDoesNotDecodeIsLeftOut(t *testing.T) {
+	var logged []string
+	r := &Role{reconciler: newReconciler(Config{Logf: func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }}),
+		policies: storeInformer(&unstructured.Unstructured{})}
+	good := policy("purple", 7, selectingTeam("purple"))
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.policies.GetStore().Add(&unstructured.Unstructured{Object: u})
+	_ = r.policies.GetStore().Add(&unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "nsegress.io/v1alpha1", "kind": "EgressNATPolicy",
+		"metadata": map[string]any{"name": "broken"},
+		"spec":     map[string]any{"destinations": "not a list"},
+	}})
+	got, err := r.listPolicies()
+	if err != nil || len(got) != 1 || got[0].Name != "purple" {
+		t.Errorf("listPolicies = %v, %v; want only purple", got, err)
+	}
+	if len(logged) != 1 || !strings.Contains(logged[0], "broken") {
+		t.Errorf("logged %q, want the broken policy named", logged)
 	}
 }

@@ -53,13 +53,17 @@ func (r *Role) view() (view, error) {
 }
 
 // listPolicies is the policy informer's content, typed: the node's own
-// view and the plugin's socket decode policies here alone.
+// view and the plugin's socket decode policies here alone. A policy that
+// does not decode is logged and left out: one bad object must not stop
+// the node from programming every other policy (the API server's schema
+// keeps such objects rare; the controller reports them too).
 func (r *Role) listPolicies() ([]v1alpha1.EgressNATPolicy, error) {
 	var out []v1alpha1.EgressNATPolicy
 	for _, o := range r.policies.GetStore().List() {
 		var p v1alpha1.EgressNATPolicy
 		if err := fromUnstructured(o, &p); err != nil {
-			return nil, err
+			r.cfg.Logf("node: skipping a policy: %v", err)
+			continue
 		}
 		out = append(out, p)
 	}
