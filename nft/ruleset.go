@@ -83,7 +83,7 @@ var (
 	// no bypass). It is still before routing, where the mark chooses the
 	// policy's table.
 	prioAfterDNAT = nftables.ChainPriorityRef(*nftables.ChainPriorityNATDest + 10)
-	prioFilter = nftables.ChainPriorityFilter
+	prioFilter    = nftables.ChainPriorityFilter
 	// prioSNAT runs before the primary CNI's masquerade (srcnat), so the
 	// source NAT nsegress binds is the one that counts (docs/design.md §7).
 	prioSNAT = nftables.ChainPriorityRef(*nftables.ChainPriorityNATSource - 10)
