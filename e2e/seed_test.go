@@ -205,6 +205,64 @@ func TestSeedScenario(t *testing.T) {
 		}
 	})
 
+	t.Run("through a Service: marked after kube-proxy's DNAT", func(t *testing.T) {
+		// A Service without a selector fronting backend 1, as a cluster
+		// fronts an on-prem database: the pod addresses the ClusterIP or
+		// a node port, and only kube-proxy's DNAT makes the destination
+		// one the policy names.
+		svc := backendService(t, cs, "purple", "onprem-db", backends[0])
+		purple, plain := clients[0], others[1]
+		node := nodeIP(c, purple.node)
+		urls := []string{
+			fmt.Sprintf("http://%s/", svc.Spec.ClusterIP),
+			fmt.Sprintf("http://%s:%d/", node, svc.Spec.Ports[0].NodePort),
+		}
+		for _, url := range urls {
+			before, err := c.FirewallDrops(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Every kube-proxy programs the Service within a sync of
+			// its creation; until then the address does not answer.
+			privtest.Eventually(t, 30*time.Second, "purple/client -> "+url+" as the egress IP", func() (bool, error) {
+				out, err := execIn(ctx, c, purple.ns, purple.name, "/labbox", "get", "-timeout", "2s", url)
+				if err != nil {
+					return false, nil
+				}
+				if out != lab.FloatingIPs[0].String() {
+					return false, fmt.Errorf("backend 1 saw %q, want the egress IP %s", out, lab.FloatingIPs[0])
+				}
+				return true, nil
+			})
+			after, err := c.FirewallDrops(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after[node] != before[node] {
+				t.Errorf("%s: the firewall dropped %d packets from the node IP %s: a request left unmarked",
+					url, after[node]-before[node], node)
+			}
+		}
+
+		// The same ClusterIP from a pod no policy selects leaves as its
+		// node, and the firewall stops it.
+		before, err := c.FirewallDrops(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plainNode := nodeIP(c, plain.node)
+		if out, err := execIn(ctx, c, plain.ns, plain.name, "/labbox", "get", "-timeout", "2s", urls[0]); err == nil {
+			t.Errorf("%s/%s reached backend 1 through the Service (seen as %q): it must stay blocked", plain.ns, plain.name, out)
+		}
+		after, err := c.FirewallDrops(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after[plainNode] <= before[plainNode] {
+			t.Errorf("%s/%s: the firewall dropped nothing from its node's IP %s: the request did not reach it", plain.ns, plain.name, plainNode)
+		}
+	})
+
 	t.Run("no leak window: a pod that sends the moment it starts", func(t *testing.T) {
 		node := workers[1]
 		before, err := c.FirewallDrops(ctx)

@@ -4,6 +4,7 @@
 #
 #   $NSEGRESS_CACHE/kubernetes-v1.37.2/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet}
 #   $NSEGRESS_CACHE/kubectl-v1.37.2/kubectl
+#   $NSEGRESS_CACHE/kube-proxy-v1.37.2/kube-proxy
 #   $NSEGRESS_CACHE/etcd-v3.7.3/etcd
 #   $NSEGRESS_CACHE/cni-plugins-<version the main module uses>/{ptp,bridge,host-local,loopback}
 #
@@ -53,6 +54,11 @@ build_set "$cache/kubernetes-$k8s_version" "$root/tools/k8s" "$k8s_ldflags" \
 
 build_set "$cache/kubectl-$k8s_version" "$root/tools/k8s" "$k8s_ldflags" \
 	kubectl=k8s.io/kubernetes/cmd/kubectl
+
+# Its own folder: machines that built the kubernetes folder before the lab
+# ran kube-proxy keep it and build only this one.
+build_set "$cache/kube-proxy-$k8s_version" "$root/tools/k8s" "$k8s_ldflags" \
+	kube-proxy=k8s.io/kubernetes/cmd/kube-proxy
 
 build_set "$cache/etcd-$etcd_version" "$root/tools/etcd" "" \
 	etcd=go.etcd.io/etcd/server/v3

@@ -22,7 +22,7 @@ var ErrBinariesMissing = errors.New("lab binaries missing")
 
 // Binaries are the paths of the programs the lab runs.
 type Binaries struct {
-	Etcd, APIServer, ControllerManager, Scheduler, Kubelet, Kubectl string
+	Etcd, APIServer, ControllerManager, Scheduler, Kubelet, Kubectl, KubeProxy string
 	// CNIDir holds ptp, bridge, host-local and loopback.
 	CNIDir string
 	// Containerd, Ctr and Runc come from the machine's packages.
@@ -50,10 +50,11 @@ func FindBinaries(cniVersion string) (Binaries, error) {
 		Scheduler:         filepath.Join(k8s, "kube-scheduler"),
 		Kubelet:           filepath.Join(k8s, "kubelet"),
 		Kubectl:           filepath.Join(cache, "kubectl-"+KubernetesVersion, "kubectl"),
+		KubeProxy:         filepath.Join(cache, "kube-proxy-"+KubernetesVersion, "kube-proxy"),
 		CNIDir:            filepath.Join(cache, "cni-plugins-"+cniVersion),
 	}
 	var missing []string
-	for _, p := range []string{b.Etcd, b.APIServer, b.ControllerManager, b.Scheduler, b.Kubelet, b.Kubectl,
+	for _, p := range []string{b.Etcd, b.APIServer, b.ControllerManager, b.Scheduler, b.Kubelet, b.Kubectl, b.KubeProxy,
 		filepath.Join(b.CNIDir, "ptp"), filepath.Join(b.CNIDir, "bridge"),
 		filepath.Join(b.CNIDir, "host-local"), filepath.Join(b.CNIDir, "loopback")} {
 		if _, err := os.Stat(p); err != nil {

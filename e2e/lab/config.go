@@ -26,8 +26,8 @@ var (
 	FirewallOnPremIP = netip.MustParseAddr("203.0.113.1")
 	// PodPrefix is the cluster's pod range; node i gets 198.18.i.0/24.
 	PodPrefix = netip.MustParsePrefix("198.18.0.0/16")
-	// ServicePrefix is the service range handed to the API server; the
-	// lab runs no kube-proxy, so these addresses do not route.
+	// ServicePrefix is the service range handed to the API server;
+	// kube-proxy on every node DNATs these addresses to endpoints.
 	ServicePrefix = netip.MustParsePrefix("198.19.0.0/24")
 	// FloatingIPs are the addresses the firewall allows, in backend order:
 	// FloatingIPs[i] may reach Backends[i] and nothing else.

@@ -169,11 +169,14 @@ func (l *Lab) logPath(hostName, proc string) string {
 	return filepath.Join(l.cfg.Dir, "logs", hostName+"-"+proc+".log")
 }
 
+// labPath is the PATH of every process the lab starts.
+const labPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // env is the environment of every process the lab starts: a plain PATH and
 // a HOME inside the lab, so no tool writes into the user's home.
 func (l *Lab) env() []string {
 	return []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"PATH=" + labPath,
 		"HOME=" + filepath.Join(l.cfg.Dir, "home"),
 	}
 }

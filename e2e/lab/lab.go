@@ -1,7 +1,7 @@
 // Package lab builds a real multi-node Kubernetes cluster on one machine,
 // without Docker: a control-plane host running etcd, kube-apiserver,
 // kube-controller-manager and kube-scheduler; worker and gateway nodes each
-// with their own containerd and kubelet; a firewall that joins the
+// with their own containerd, kubelet and kube-proxy; a firewall that joins the
 // underlay to an on-prem segment with HTTP echo backends (docs/design.md §6).
 //
 // Every host is a network namespace (nodes also get a mount namespace)
@@ -175,7 +175,11 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 			if err := l.startKubelet(n); err != nil {
 				return err
 			}
-			return l.waitNodeReady(gctx, n, 90*time.Second)
+			if err := l.waitNodeReady(gctx, n, 90*time.Second); err != nil {
+				return err
+			}
+			// After the Node exists: kube-proxy reads its addresses.
+			return l.startKubeProxy(gctx, n)
 		})
 	}
 	if err := g.Wait(); err != nil {

@@ -32,6 +32,7 @@ type Node struct {
 	host       *host
 	containerd *proc
 	kubelet    *proc
+	kubeProxy  *proc
 }
 
 // Host paths bind-mounted per node. containerd 1.6 and the kubelet
@@ -302,6 +303,87 @@ nodeStatusReportFrequency: 10s
 		return err
 	}
 	n.kubelet = p
+	return nil
+}
+
+// startKubeProxy runs kube-proxy in nftables mode in the node's namespaces,
+// as the system:kube-proxy user (the built-in system:node-proxier binding
+// covers it), and waits until it has programmed its table, so that Services
+// work once the lab is up.
+func (l *Lab) startKubeProxy(ctx context.Context, n *Node) error {
+	pk := l.pki
+	certName := "kube-proxy-" + n.Name
+	if err := pk.issue(certName, "system:kube-proxy", nil, nil); err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(n.Dir, "etc", "kube-proxy.kubeconfig")
+	if err := pk.kubeconfig(kubeconfig, fmt.Sprintf("https://%s:%d", ControlPlaneIP, APIServerPort), certName); err != nil {
+		return err
+	}
+	// Its start-up cleanup of the ipvs mode runs `modprobe -va ip_vs`; on
+	// a machine with modules that would load one machine-wide. A stub
+	// first on its PATH does nothing and fails, so kube-proxy skips that
+	// cleanup as on a kernel without ipvs (a fresh node has no ipvs state
+	// to clean). A stub that succeeded would let it go on to ask the
+	// kernel for the IPVS netlink family, which may load the module all
+	// the same.
+	stubDir := filepath.Join(n.Dir, "etc", "kube-proxy-bin")
+	if err := os.MkdirAll(stubDir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(stubDir, "modprobe"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		return err
+	}
+	cfg := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection:
+  kubeconfig: %s
+hostnameOverride: %s
+bindAddress: %s
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+clusterCIDR: %s
+detectLocalMode: ClusterCIDR
+# No CAP_SYS_RESOURCE: it must not lower its own oom_score_adj.
+oomScoreAdj: 0
+# Leave every conntrack sysctl alone: in a child network namespace
+# nf_conntrack_max is read-only and the hash size is machine-wide.
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+  udpTimeout: 0s
+  udpStreamTimeout: 0s
+`, kubeconfig, n.Name, n.IP, PodPrefix)
+	cfgPath := filepath.Join(n.Dir, "etc", "kube-proxy.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	p, err := l.startIn(n.host, "kube-proxy", []string{"env", "PATH=" + stubDir + ":" + labPath, l.cfg.Bins.KubeProxy,
+		"--config=" + cfgPath,
+		"--v=1",
+	})
+	if err != nil {
+		return err
+	}
+	n.kubeProxy = p
+	err = waitFor(60*time.Second, func() (bool, error) {
+		if p.exited() {
+			return false, fmt.Errorf("kube-proxy on %s exited: %w\n%s", n.Name, p.err, p.tail(30))
+		}
+		// Its chains appear with its first full sync, which needs the
+		// Services and EndpointSlices listed.
+		_, err := l.run(ctx, n.host, nil, "nft", "list", "chain", "ip", "kube-proxy", "services")
+		if err != nil {
+			time.Sleep(200 * time.Millisecond)
+		}
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("kube-proxy on %s: %w\n%s", n.Name, err, p.tail(30))
+	}
 	return nil
 }
 
