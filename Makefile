@@ -13,7 +13,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ERRORLINT := codeberg.org/polyfloyd/go-errorlint@v1.9.1
 TEST_FLAGS ?=
 
-.PHONY: all build deps tools generate verify lint test test-unit bench demo clean
+.PHONY: all build deps tools generate verify lint test test-unit cover bench demo clean
 
 all: build
 
@@ -57,6 +57,14 @@ test: deps tools build
 ## test-unit: only the tests that need neither root nor the lab
 test-unit:
 	$(GO) test -race -short ./...
+
+## cover: statement coverage per package of the tests that need no lab
+## (unit and, as root, privileged netns tests); the lab's end-to-end
+## tests exercise the binaries, which no coverage profile sees
+cover:
+	$(GO) test -short -count=1 -cover ./... | awk '/coverage:/ { pkg = ""; cov = ""; \
+		for (i = 1; i <= NF; i++) { if ($$i ~ /^github.com\//) pkg = $$i; if ($$i == "coverage:") cov = $$(i+1) } \
+		printf "%-48s %s\n", pkg, cov }' | sort
 
 ## bench: the benchmarks of BENCHMARKS.md (as root, on the lab; not tests)
 bench: deps tools build
