@@ -107,7 +107,7 @@ func (t *Table) queueApply(c *nftables.Conn, want desired, cur current) error {
 		wantSets[ss.set.Name] = true
 	}
 	t.queueStale(c, cur, wantChains, wantSets)
-	return nil
+	return t.queueBridge(c, want.guards)
 }
 
 // queueSet adds a set Apply owns, or flushes it if it exists, and fills it.

@@ -71,6 +71,7 @@ type desired struct {
 	sets   []setSpec // in creation order; excludes the pods map
 	chains []chainSpec
 	pods   map[PodKey]string // pod -> name of the chain its element jumps to
+	guards map[netip.Addr]string
 }
 
 // Priorities of the base chains.
@@ -95,7 +96,7 @@ var (
 func build(s State) desired {
 	pols := slices.Clone(s.Policies)
 	slices.SortFunc(pols, func(a, b Policy) int { return cmp.Compare(a.ID, b.ID) })
-	d := desired{pods: make(map[PodKey]string, len(s.Pods))}
+	d := desired{pods: make(map[PodKey]string, len(s.Pods)), guards: s.Guards}
 	d.sets = append(d.sets, setSpec{set: peersSet(), elems: addrElems(s.TunnelPeers)})
 	for _, p := range pols {
 		d.sets = append(d.sets, setSpec{set: destSet(p.ID), elems: intervalElems(p.Destinations)})

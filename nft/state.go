@@ -122,6 +122,10 @@ type State struct {
 	MSS uint16
 	// TunnelPort is the VXLAN UDP port.
 	TunnelPort uint16
+	// Guards maps the address of each selected pod on a bridge to its
+	// bridge port (host-side veth): frames from that address must enter
+	// the bridge there (see bridge.go).
+	Guards map[netip.Addr]string
 	// Uplink is the interface tunnel traffic arrives on: the one holding
 	// the node's underlay address. Tunnel traffic arriving on any other
 	// interface (a pod's, the loopback) is dropped.
@@ -159,6 +163,11 @@ func (s *State) Validate() error {
 			return fmt.Errorf("nft: policy %d: device %q is also the device of policy %d", p.ID, p.Device, other)
 		}
 		seenDev[p.Device] = p.ID
+	}
+	for ip, port := range s.Guards {
+		if err := validatePodKey(PodKey{IP: ip, HostIf: port}, s.DevicePrefix); err != nil {
+			return fmt.Errorf("nft: guard: %w", err)
+		}
 	}
 	for k, id := range s.Pods {
 		if err := validatePodKey(k, s.DevicePrefix); err != nil {

@@ -112,16 +112,19 @@ func (t *Table) Close() error {
 // Name returns the table's name.
 func (t *Table) Name() string { return t.table.Name }
 
-// Delete removes the whole table; an absent table is success.
+// Delete removes the ip table and the bridge table beside it; an absent
+// table is success.
 func (t *Table) Delete() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	err := t.commit(func(c *nftables.Conn) error {
-		c.DelTable(t.table)
-		return nil
-	})
-	if err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("nft: delete table ip %s: %w", t.table.Name, err)
+	for _, table := range []*nftables.Table{t.table, t.bridgeTable()} {
+		err := t.commit(func(c *nftables.Conn) error {
+			c.DelTable(table)
+			return nil
+		})
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("nft: delete table %s: %w", table.Name, err)
+		}
 	}
 	return nil
 }

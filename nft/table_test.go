@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -232,5 +233,36 @@ func TestDeleteRemovesEverything(t *testing.T) {
 	}
 	if out := runIn(t, ns, "nft", "list", "ruleset"); out != "" {
 		t.Fatalf("ruleset after Delete is not empty:\n%s", out)
+	}
+}
+
+// TestBridgeGuardsFollowApplyGuardAndUnguard: the bridge table holds a
+// guard for each selected pod on a bridge; GuardPort and UnguardPort
+// change one; Delete removes the bridge table with the ip table.
+func TestBridgeGuardsFollowApplyGuardAndUnguard(t *testing.T) {
+	tbl, ns := newTestTable(t)
+	s := twoPolicies()
+	s.Guards = map[netip.Addr]string{netip.MustParseAddr("198.18.1.5"): "veth1a2b"}
+	mustApply(t, tbl, s)
+	checkGolden(t, "bridge_guards", sortElements(runIn(t, ns, "nft", "list", "table", "bridge", DefaultTableName)))
+
+	if err := tbl.GuardPort(netip.MustParseAddr("198.18.1.6"), "veth3c4d"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.UnguardPort(netip.MustParseAddr("198.18.1.5"), "veth1a2b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.UnguardPort(netip.MustParseAddr("198.18.1.5"), "veth1a2b"); err != nil {
+		t.Errorf("a second UnguardPort: %v", err)
+	}
+	out := runIn(t, ns, "nft", "list", "table", "bridge", DefaultTableName)
+	if !strings.Contains(out, `198.18.1.6 . "veth3c4d"`) || strings.Contains(out, "198.18.1.5") {
+		t.Errorf("after GuardPort .6 and UnguardPort .5 the bridge table is:\n%s", out)
+	}
+	if err := tbl.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if out := runIn(t, ns, "nft", "list", "tables"); strings.Contains(out, DefaultTableName) {
+		t.Errorf("after Delete: %s", out)
 	}
 }

@@ -44,6 +44,9 @@ type PodRecord struct {
 	Name        string     `json:"name"`
 	IP          netip.Addr `json:"ip"`
 	HostIf      string     `json:"hostIf"`
+	// Port is the pod's bridge port (its host-side veth) when HostIf is
+	// a bridge, "" otherwise: a selected pod's address is guarded there.
+	Port string `json:"port,omitempty"`
 	// Policy and TunnelID are the policy ADD programmed for the pod;
 	// empty and 0 when none selected it.
 	Policy   string `json:"policy,omitempty"`

@@ -49,27 +49,29 @@ func TestHostInterfaceMustBeThePrimarysOwn(t *testing.T) {
 		}
 	}
 	cases := []struct {
-		name, ip string
-		hostSide []string
-		want     string
-		ok       bool
+		name, ip         string
+		hostSide         []string
+		wantIf, wantPort string
+		ok               bool
 	}{
-		{"a ptp veth is the key", "198.18.1.5", []string{"veth-a"}, "veth-a", true},
-		{"a bridge port's pod is keyed on the bridge", "198.18.1.6", []string{"port-b"}, "cni0", true},
-		{"a device that is not the primary's is refused", "198.18.1.66", []string{"veth-a"}, "", false},
-		{"no host-side interface at all is refused", "198.18.1.5", nil, "", false},
+		{"a ptp veth is the key", "198.18.1.5", []string{"veth-a"}, "veth-a", "", true},
+		{"a bridge port's pod is keyed on the bridge and guarded on its port", "198.18.1.6", []string{"port-b"}, "cni0", "port-b", true},
+		{"the bridge plugin lists the bridge first: the port is still found", "198.18.1.6", []string{"cni0", "port-b"}, "cni0", "port-b", true},
+		{"a bridge without the pod's port among the host-side interfaces is refused", "198.18.1.6", []string{"cni0"}, "", "", false},
+		{"a device that is not the primary's is refused", "198.18.1.66", []string{"veth-a"}, "", "", false},
+		{"no host-side interface at all is refused", "198.18.1.5", nil, "", "", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var got string
+			var got, port string
 			res := resultWith(t, c.hostSide...) // outside Do: it may call t.Fatal
 			err := privtest.Do(ns, func() error {
 				var err error
-				got, err = hostInterface(netip.MustParseAddr(c.ip), res)
+				got, port, err = hostInterface(netip.MustParseAddr(c.ip), res)
 				return err
 			})
-			if c.ok && (err != nil || got != c.want) {
-				t.Errorf("got %q, %v; want %q", got, err, c.want)
+			if c.ok && (err != nil || got != c.wantIf || port != c.wantPort) {
+				t.Errorf("got %q port %q, %v; want %q port %q", got, port, err, c.wantIf, c.wantPort)
 			}
 			if !c.ok && cniCode(t, err) != types.ErrTryAgainLater {
 				t.Errorf("got %q, %v; want code 11", got, err)

@@ -30,8 +30,9 @@ type Plugin struct {
 	// OpenTable opens the nft table the plugin programs pods into.
 	OpenTable func() (PodTable, error)
 	// HostInterface finds the node-side interface of a pod's address in
-	// the primary's result (hostInterface).
-	HostInterface func(ip netip.Addr, prev types.Result) (string, error)
+	// the primary's result, and its bridge port when that interface is a
+	// bridge (hostInterface).
+	HostInterface func(ip netip.Addr, prev types.Result) (hostIf, port string, err error)
 	// Stdout receives ADD's result, as the CNI spec asks.
 	Stdout io.Writer
 }
@@ -68,6 +69,8 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 type PodTable interface {
 	AddPod(k nft.PodKey, id uint16) error
 	DelPod(k nft.PodKey) error
+	GuardPort(ip netip.Addr, port string) error
+	UnguardPort(ip netip.Addr, port string) error
 	Pods() (map[nft.PodKey]uint16, error)
 	Close() error
 }
@@ -116,7 +119,7 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 		return err
 	}
 	lookup := time.Since(lookupStart)
-	hostIf, err := p.HostInterface(ip, conf.PrevResult)
+	hostIf, port, err := p.HostInterface(ip, conf.PrevResult)
 	if err != nil && policy != nil {
 		return err
 	}
@@ -126,7 +129,8 @@ func (p *Plugin) cmdAdd(args *skel.CmdArgs) error {
 		// agent then programs only if the device is right.
 		log.Warn("ADD: host interface not confirmed", "pod", namespace+"/"+pod, "error", err)
 	}
-	rec := nodestate.PodRecord{ContainerID: args.ContainerID, IfName: args.IfName, Namespace: namespace, Name: pod, IP: ip, HostIf: hostIf, Added: time.Now()}
+	rec := nodestate.PodRecord{ContainerID: args.ContainerID, IfName: args.IfName, Namespace: namespace, Name: pod,
+		IP: ip, HostIf: hostIf, Port: port, Added: time.Now()}
 	if policy != nil {
 		rec.Policy = policy.Name
 		rec.TunnelID, _ = policy.AssignedTunnelID() // settle checked it is assigned
@@ -225,6 +229,10 @@ func (p *Plugin) recordUnselected(st nodestate.State, rec nodestate.PodRecord, l
 	if err := t.DelPod(nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}); err != nil {
 		log.Warn("ADD: could not clear a stale element under the pod's key; the agent's reconcile removes it", "pod", pod, "error", err)
 	}
+	// Nor may a stale guard keep this pod from sending with its address.
+	if err := t.UnguardPort(rec.IP, ""); err != nil {
+		log.Warn("ADD: could not clear a stale guard of the pod's address; the agent's reconcile removes it", "pod", pod, "error", err)
+	}
 }
 
 // program records a pod a policy selects and adds its element to the
@@ -244,6 +252,18 @@ func (p *Plugin) program(st nodestate.State, rec nodestate.PodRecord) error {
 		return types.NewError(types.ErrInternal, "nsegress: open nftables: "+err.Error(), "")
 	}
 	defer t.Close()
+	if rec.Port != "" {
+		// Guarded first: the element never exists while a neighbour on
+		// the bridge could borrow it by forging the pod's address.
+		err = t.GuardPort(rec.IP, rec.Port)
+		if errors.Is(err, nft.ErrPolicyNotProgrammed) {
+			return types.NewError(types.ErrTryAgainLater,
+				"nsegress: the bridge guard of this node is not programmed yet; the agent programs it", err.Error())
+		}
+		if err != nil {
+			return types.NewError(types.ErrInternal, "nsegress: guard the pod's bridge port: "+err.Error(), "")
+		}
+	}
 	err = t.AddPod(nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}, rec.TunnelID)
 	if errors.Is(err, nft.ErrPolicyNotProgrammed) {
 		return types.NewError(types.ErrTryAgainLater,
@@ -296,6 +316,13 @@ func (p *Plugin) delElement(rec nodestate.PodRecord) error {
 	defer t.Close()
 	if err := t.DelPod(nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}); err != nil {
 		return types.NewError(types.ErrInternal, "nsegress: remove pod: "+err.Error(), "")
+	}
+	if rec.Port != "" {
+		// After the element: the guard never goes while the element is
+		// there.
+		if err := t.UnguardPort(rec.IP, rec.Port); err != nil {
+			return types.NewError(types.ErrInternal, "nsegress: remove the pod's bridge guard: "+err.Error(), "")
+		}
 	}
 	return nil
 }
@@ -399,35 +426,46 @@ func podIPv4(prev types.Result) (netip.Addr, error) {
 // result, or the bridge one of them is a port of: otherwise the element
 // would never match (a primary that routes pods through a shared device,
 // or has not installed the pod's route yet) and the pod's traffic would
-// leave unmarked. The error is then "try again later".
-func hostInterface(ip netip.Addr, prev types.Result) (string, error) {
+// leave unmarked. The error is then "try again later". For a bridge, port
+// is the pod's port on it (its host-side veth), where its address is
+// guarded: on a bridge the key alone cannot tell the pods apart.
+func hostInterface(ip netip.Addr, prev types.Result) (hostIf, port string, err error) {
 	routes, err := netlink.RouteGet(net.IP(ip.AsSlice()))
 	if err != nil || len(routes) == 0 {
-		return "", types.NewError(types.ErrTryAgainLater, fmt.Sprintf("nsegress: no route to the pod's address %s on this node", ip), fmt.Sprint(err))
+		return "", "", types.NewError(types.ErrTryAgainLater, fmt.Sprintf("nsegress: no route to the pod's address %s on this node", ip), fmt.Sprint(err))
 	}
 	link, err := netlink.LinkByIndex(routes[0].LinkIndex)
 	if err != nil {
-		return "", types.NewError(types.ErrInternal, fmt.Sprintf("nsegress: interface towards %s", ip), err.Error())
+		return "", "", types.NewError(types.ErrInternal, fmt.Sprintf("nsegress: interface towards %s", ip), err.Error())
 	}
 	name := link.Attrs().Name
 	res, err := current.NewResultFromResult(prev)
 	if err != nil {
-		return "", types.NewError(types.ErrDecodingFailure, "nsegress: convert prevResult", err.Error())
+		return "", "", types.NewError(types.ErrDecodingFailure, "nsegress: convert prevResult", err.Error())
 	}
 	var hostSide []string
+	direct := false
 	for _, iface := range res.Interfaces {
 		if iface.Sandbox != "" {
 			continue
 		}
 		hostSide = append(hostSide, iface.Name)
 		if iface.Name == name {
-			return name, nil
+			direct = true // a ptp veth; or the bridge itself, listed too
+			continue
 		}
 		if l, err := netlink.LinkByName(iface.Name); err == nil && l.Attrs().MasterIndex == link.Attrs().Index {
-			return name, nil // a bridge port: packets arrive on the bridge
+			return name, iface.Name, nil // a bridge port: packets arrive on the bridge
 		}
 	}
-	return name, types.NewError(types.ErrTryAgainLater,
+	if direct {
+		if _, isBridge := link.(*netlink.Bridge); isBridge {
+			return name, "", types.NewError(types.ErrTryAgainLater,
+				fmt.Sprintf("nsegress: the pod's address %s is routed through the bridge %s, but none of the primary's host-side interfaces %v is a port of it; nsegress cannot guard the pod's address", ip, name, hostSide), "")
+		}
+		return name, "", nil
+	}
+	return name, "", types.NewError(types.ErrTryAgainLater,
 		fmt.Sprintf("nsegress: the node routes the pod's address %s through %s, which is none of the primary's host-side interfaces %v nor their bridge; nsegress cannot key the pod's packets", ip, name, hostSide), "")
 }
 

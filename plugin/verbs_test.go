@@ -46,6 +46,8 @@ type fakeTable struct {
 	programmed map[uint16]bool
 	// delErr, when set, is what DelPod fails with (a broken table).
 	delErr error
+	// guards are the bridge guards, address to port.
+	guards map[netip.Addr]string
 }
 
 func (f *fakeTable) AddPod(k nft.PodKey, id uint16) error {
@@ -65,6 +67,25 @@ func (f *fakeTable) DelPod(k nft.PodKey) error {
 		return f.delErr
 	}
 	delete(f.pods, k)
+	return nil
+}
+
+func (f *fakeTable) GuardPort(ip netip.Addr, port string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.guards == nil {
+		f.guards = map[netip.Addr]string{}
+	}
+	f.guards[ip] = port
+	return nil
+}
+
+func (f *fakeTable) UnguardPort(ip netip.Addr, port string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if port == "" || f.guards[ip] == port {
+		delete(f.guards, ip)
+	}
 	return nil
 }
 
@@ -173,7 +194,7 @@ func newEnv(t *testing.T) *env {
 	e.writeKubeconfig(srv.URL)
 	e.plugin = &Plugin{
 		OpenTable:     func() (PodTable, error) { return e.table, nil },
-		HostInterface: func(ip netip.Addr, _ types.Result) (string, error) { return "veth-" + ip.String(), nil },
+		HostInterface: func(ip netip.Addr, _ types.Result) (string, string, error) { return "veth-" + ip.String(), "", nil },
 	}
 	return e
 }
@@ -667,5 +688,37 @@ func TestUnrelatedPodsNeverFailBecauseOfNsegress(t *testing.T) {
 				t.Errorf("selected pod: code %d (%v), want 11 or 5 naming the cause", code, err)
 			}
 		})
+	}
+}
+
+// TestASelectedPodOnABridgeIsGuardedOnItsPort: on a bridge the element's
+// key is the bridge, so ADD guards the pod's address on its own port
+// before the element exists, and DEL removes the guard after it; a pod no
+// policy selects clears a stale guard of its address.
+func TestASelectedPodOnABridgeIsGuardedOnItsPort(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.plugin.HostInterface = func(ip netip.Addr, _ types.Result) (string, string, error) {
+		return "cni0", "veth-" + ip.String(), nil
+	}
+	ip := netip.MustParseAddr("198.18.1.5")
+	if _, err := e.add("c1", "purple", "p1", ip.String()); err != nil {
+		t.Fatal(err)
+	}
+	if e.table.guards[ip] != "veth-198.18.1.5" || e.table.pods[nft.PodKey{IP: ip, HostIf: "cni0"}] != 1 {
+		t.Fatalf("guards %v, pods %v; want the pod guarded on its port and keyed on the bridge", e.table.guards, e.table.pods)
+	}
+	if err := e.del("c1", "purple", "p1", ip.String()); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.table.guards) != 0 || len(e.table.pods) != 0 {
+		t.Errorf("after DEL: guards %v, pods %v", e.table.guards, e.table.pods)
+	}
+	e.table.guards = map[netip.Addr]string{ip: "veth-gone"} // a DEL that never came
+	if _, err := e.add("c2", "plain", "p1", ip.String()); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.table.guards) != 0 {
+		t.Errorf("a stale guard still binds the unselected pod's address: %v", e.table.guards)
 	}
 }

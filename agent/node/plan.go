@@ -90,6 +90,7 @@ func plan(v view, f facts) (desired, error) {
 	slices.SortFunc(d.held, netip.Addr.Compare)
 	d.held = slices.Compact(d.held)
 	d.nft.Pods = desiredPods(v, f.records, f.pods, d.nft.Policies, f.now)
+	d.nft.Guards = guards(f.records, d.nft.Pods)
 	d.records = movedRecords(v, f.records, d.nft.Pods)
 	return d, nil
 }
@@ -228,6 +229,18 @@ func podPolicy(v view, rec nodestate.PodRecord) (id uint16, ok bool) {
 	}
 	id, _ = p.AssignedTunnelID() // 0 when none is assigned yet
 	return id, true
+}
+
+// guards are the bridge ports of the steered pods on bridges: their
+// addresses may enter the bridge only there.
+func guards(recs []nodestate.PodRecord, pods map[nft.PodKey]uint16) map[netip.Addr]string {
+	out := map[netip.Addr]string{}
+	for _, rec := range recs {
+		if rec.Port != "" && pods[nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}] != 0 {
+			out[rec.IP] = rec.Port
+		}
+	}
+	return out
 }
 
 // movedRecords are the records whose policy differs from what the pods

@@ -501,3 +501,20 @@ func TestANodeAddressListedAsFloatingIPIsNeitherHeldNorReleased(t *testing.T) {
 		}
 	}
 }
+
+// TestSteeredPodsOnABridgeAreGuardedOnTheirPorts: the nft state guards
+// the address of each steered pod on a bridge at its port, and no other.
+func TestSteeredPodsOnABridgeAreGuardedOnTheirPorts(t *testing.T) {
+	v := view{nodes: testNodes(), policies: []v1alpha1.EgressNATPolicy{policy("purple", 7, selectingTeam("purple"))},
+		nss:  map[string]map[string]string{"purple": {"team": "purple"}, "plain": {}},
+		pods: map[string]map[string]string{"purple/a": {}, "plain/b": {}}}
+	f := testFacts()
+	f.records = []nodestate.PodRecord{
+		{Namespace: "purple", Name: "a", IP: netip.MustParseAddr("198.18.1.2"), HostIf: "cni0", Port: "veth-a", Added: f.now},
+		{Namespace: "plain", Name: "b", IP: netip.MustParseAddr("198.18.1.3"), HostIf: "cni0", Port: "veth-b", Added: f.now},
+	}
+	got := mustPlan(t, v, f).nft.Guards
+	if want := map[netip.Addr]string{netip.MustParseAddr("198.18.1.2"): "veth-a"}; !maps.Equal(got, want) {
+		t.Errorf("guards = %v, want %v", got, want)
+	}
+}
