@@ -182,6 +182,21 @@ func tunnelIfaceRule(port uint16, uplink string) []expr.Any {
 	return concat(udpDport(port), ifnameIsNot(expr.MetaKeyIIFNAME, uplink), verdict(expr.VerdictDrop))
 }
 
+// heldUnprivilegedRule is "ip saddr @held meta skuid != 0 drop": a
+// floating IP is a local address of the gateway holding it, which any
+// local process could bind and send from, past the firewall that admits
+// the egress IP. Only the SNAT of the selected pods' traffic (forwarded,
+// no local socket) and root, the trust boundary, send from it.
+func heldUnprivilegedRule() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Lookup{SourceRegister: reg1, SetName: setHeld},
+		&expr.Meta{Key: expr.MetaKeySKUID, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: native32(0)},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+}
+
 // tunnelUnprivilegedRule is "udp dport port meta skuid != 0 drop": a
 // local process that is not root cannot send to the tunnel port. The
 // tunnel's own datagrams have no socket of a user (they are forwarded

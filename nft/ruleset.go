@@ -15,6 +15,7 @@ import (
 // Names of the objects in the table.
 const (
 	setPeers          = "peers"
+	setHeld           = "held"
 	mapPods           = "pods"
 	chainPrerouting   = "prerouting"
 	chainForward      = "forward"
@@ -98,6 +99,7 @@ func build(s State) desired {
 	slices.SortFunc(pols, func(a, b Policy) int { return cmp.Compare(a.ID, b.ID) })
 	d := desired{pods: make(map[PodKey]string, len(s.Pods)), guards: s.Guards}
 	d.sets = append(d.sets, setSpec{set: peersSet(), elems: addrElems(s.TunnelPeers)})
+	d.sets = append(d.sets, setSpec{set: heldSet(), elems: addrElems(s.HeldIPs)})
 	for _, p := range pols {
 		d.sets = append(d.sets, setSpec{set: destSet(p.ID), elems: intervalElems(p.Destinations)})
 	}
@@ -126,8 +128,13 @@ func baseChains(s State, pols []Policy) []chainSpec {
 			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{
 				tunnelIfaceRule(s.TunnelPort, s.Uplink), tunnelPeerRule(s.TunnelPort)}},
 		{name: chainOutput, hook: nftables.ChainHookOutput, prio: prioFilter,
-			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{tunnelUnprivilegedRule(s.TunnelPort)}},
+			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{tunnelUnprivilegedRule(s.TunnelPort), heldUnprivilegedRule()}},
 	}
+}
+
+// heldSet is the set of floating IPs the node holds.
+func heldSet() nftables.Set {
+	return nftables.Set{Name: setHeld, KeyType: nftables.TypeIPAddr}
 }
 
 // peersSet is the set of underlay addresses allowed to send VXLAN.

@@ -122,6 +122,9 @@ type State struct {
 	MSS uint16
 	// TunnelPort is the VXLAN UDP port.
 	TunnelPort uint16
+	// HeldIPs are the floating IPs this node holds: local addresses that
+	// only root may send from (the egress IPs' SNAT is the kernel's).
+	HeldIPs []netip.Addr
 	// Guards maps the address of each selected pod on a bridge to its
 	// bridge port (host-side veth): frames from that address must enter
 	// the bridge there (see bridge.go).
@@ -163,6 +166,11 @@ func (s *State) Validate() error {
 			return fmt.Errorf("nft: policy %d: device %q is also the device of policy %d", p.ID, p.Device, other)
 		}
 		seenDev[p.Device] = p.ID
+	}
+	for _, ip := range s.HeldIPs {
+		if !ip.Is4() {
+			return fmt.Errorf("nft: held IP %s is not IPv4", ip)
+		}
 	}
 	for ip, port := range s.Guards {
 		if err := validatePodKey(PodKey{IP: ip, HostIf: port}, s.DevicePrefix); err != nil {

@@ -86,6 +86,7 @@ func plan(v view, f facts) (desired, error) {
 		d.nft.Policies = append(d.nft.Policies, t.Policy())
 	}
 	d.links.FloatingIPs, d.links.ReleasedIPs = floatingIPs(v, f.nodeName, f.held)
+	d.nft.HeldIPs = d.links.FloatingIPs
 	d.held = slices.Concat(f.held, d.links.FloatingIPs)
 	slices.SortFunc(d.held, netip.Addr.Compare)
 	d.held = slices.Compact(d.held)

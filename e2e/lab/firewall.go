@@ -88,7 +88,9 @@ func (l *Lab) startFirewall(ctx context.Context) error {
 		if err := route(h, netip.MustParsePrefix("0.0.0.0/0"), FirewallOnPremIP); err != nil {
 			return err
 		}
-		if _, err := l.startIn(h, "echo", []string{l.cfg.Labbox, "echo", "-listen", ":" + strconv.Itoa(b.Port)}); err != nil {
+		// -count-markers: the backend counts marked packets that reach it
+		// (forged tunnel traffic must not), served on GET /markers.
+		if _, err := l.startIn(h, "echo", []string{l.cfg.Labbox, "echo", "-listen", ":" + strconv.Itoa(b.Port), "-count-markers"}); err != nil {
 			return err
 		}
 		l.backends = append(l.backends, b)

@@ -28,11 +28,13 @@ type command struct {
 // commands lists every verb; usage prints them in this order.
 var commands = []command{
 	{name: "pause", synopsis: "pause", run: runPause},
-	{name: "echo", synopsis: "echo [-listen :8080]", run: runEcho},
+	{name: "echo", synopsis: "echo [-listen :8080] [-count-markers]", run: runEcho},
 	{name: "get", synopsis: "get [-timeout 3s] [-upload N] [-count] [-repeat N -interval D] URL", run: runGet},
 	{name: "bench", synopsis: "bench [-bytes N] [-requests N] [-timeout D] URL", run: runBench},
 	{name: "write-file", synopsis: "write-file -path P [-content S]", run: runWriteFile},
 	{name: "sleep", synopsis: "sleep", run: runSleep},
+	{name: "forge", synopsis: "forge -gateway IP [-port 8479] -vni N[,N] [-proto udp,tcp] -inner-src IP -dst IP:PORT -marker M [-count N]", run: runForge},
+	{name: "send-marker", synopsis: "send-marker [-proto tcp|udp] [-src IP] -dst IP:PORT -marker M [-timeout 3s]", run: runSendMarker},
 }
 
 // usageError marks a bad command line, which exits with exitUsage.

@@ -21,12 +21,17 @@ const shutdownGrace = 5 * time.Second
 // echoConfig is the parsed command line of "labbox echo".
 type echoConfig struct {
 	listen string
+	// countMarkers counts the marked packets the host receives and
+	// serves the counts on GET /markers?marker=M.
+	countMarkers bool
 }
 
 // parseEcho parses the arguments of "labbox echo".
 func parseEcho(fs *flag.FlagSet, args []string) (echoConfig, error) {
 	var cfg echoConfig
 	fs.StringVar(&cfg.listen, "listen", ":8080", "`address` to listen on")
+	fs.BoolVar(&cfg.countMarkers, "count-markers", false,
+		"count received TCP and UDP packets carrying a marker (needs CAP_NET_RAW) and serve GET /markers?marker=M")
 	if err := parseFlags(fs, args); err != nil {
 		return echoConfig{}, err
 	}
@@ -54,9 +59,19 @@ func runEcho(ctx context.Context, p proc, fs *flag.FlagSet, args []string) error
 		return fmt.Errorf("listen on %s: %w", cfg.listen, err)
 	}
 	logger := log.New(p.stdout, "", log.LstdFlags|log.LUTC)
+	handler := newEchoHandler(logger)
+	if cfg.countMarkers {
+		counter := newMarkerCounter()
+		if err := counter.listen(ctx); err != nil {
+			ln.Close()
+			return err
+		}
+		handler = withMarkers(handler, counter)
+		logger.Printf("counting markers")
+	}
 	logger.Printf("listening on %s", ln.Addr())
 	srv := &http.Server{
-		Handler:           newEchoHandler(logger),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(p.stderr, "", log.LstdFlags|log.LUTC),
 	}

@@ -5,9 +5,12 @@
 //
 //	labbox pause                          PID 1 of a pod sandbox
 //	labbox echo [-listen :8080]           answer every request with the caller's IP
+//	            [-count-markers]          and count received marked packets
 //	labbox get [-timeout 3s] URL          HTTP GET, body to stdout
 //	labbox write-file -path P [-content S]  write a file, then wait
 //	labbox sleep                          wait until SIGTERM
+//	labbox forge -gateway IP -vni N ...   send forged nsegress VXLAN datagrams
+//	labbox send-marker -dst IP:PORT ...   send a marker over an ordinary socket
 //
 // Every command that waits stops on SIGTERM or SIGINT and exits 0. Usage
 // errors exit 2, other failures exit 1.
