@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/e2e/lab"
@@ -264,6 +265,7 @@ func TestNothingShortOfRootOnANodeSendsWithAnEgressIP(t *testing.T) {
 	}
 	extra := []*corev1.Pod{
 		echoPod("adv-plain", "unselected", workers[0].Name),
+		echoPod("adv-plain", "unselected-2", workers[1].Name),
 		hostNetworkPod("adv-plain", "root-on-worker", workers[1].Name, 0),
 		hostNetworkPod("adv-plain", "nobody-on-worker", workers[1].Name, 65534),
 	}
@@ -286,6 +288,37 @@ func TestNothingShortOfRootOnANodeSendsWithAnEgressIP(t *testing.T) {
 				t.Errorf("%s counted %d packets of %s's marker, want at least 1", p.backend.Name, n, p.name)
 			}
 		}
+	})
+
+	t.Run("a pod forging a selected pod's address on their node (ptp and bridge) gets nothing through", func(t *testing.T) {
+		cs := clientset(t, env.c)
+		before, err := env.c.FirewallDrops(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix := env.marker("spoof")
+		for _, p := range env.policies {
+			client, err := cs.CoreV1().Pods(p.client.ns).Get(ctx, p.client.name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A pod no policy selects, on the same node as the
+			// policy's client: on a ptp node its packets arrive on its
+			// own veth, on a bridge node on the bridge they share.
+			forger := pods["adv-plain/unselected"]
+			if client.Spec.NodeName == workers[1].Name {
+				forger = pods["adv-plain/unselected-2"]
+			}
+			for _, proto := range []string{"tcp", "udp"} {
+				if out, err := execIn(ctx, env.c, forger.ns, forger.name, "/labbox", "send-marker", "-spoof", "-proto", proto,
+					"-src", p.client.ip.String(), "-dst", netip.AddrPortFrom(p.backend.IP, uint16(p.backend.Port)).String(),
+					"-marker", prefix+"-"+p.name+"-"+proto); err != nil {
+					t.Errorf("%s forging %s's address: %v %s", forger.name, p.client.name, err, out)
+				}
+			}
+		}
+		time.Sleep(nothingArrivedWait)
+		env.expectNothingSeen(t, prefix, before)
 	})
 
 	t.Run("root on a node can forge tunnel traffic, the trust boundary the README draws", func(t *testing.T) {

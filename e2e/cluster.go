@@ -16,6 +16,9 @@ type NodeInfo struct {
 	IP      netip.Addr
 	PodCIDR netip.Prefix
 	Gateway bool
+	// Primary is the node's primary CNI plugin (lab.PrimaryPTP,
+	// lab.PrimaryBridge).
+	Primary string
 }
 
 // Cluster is what the suite needs of a cluster besides its API server.
@@ -59,7 +62,7 @@ func (c labCluster) Env() []string {
 func (c labCluster) Nodes() []NodeInfo {
 	var out []NodeInfo
 	for _, n := range c.lab.Nodes() {
-		out = append(out, NodeInfo{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Gateway: n.Gateway})
+		out = append(out, NodeInfo{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR, Gateway: n.Gateway, Primary: n.Primary})
 	}
 	return out
 }

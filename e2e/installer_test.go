@@ -292,7 +292,7 @@ func labPrimary(t *testing.T, c Cluster, node string) []byte {
 	t.Helper()
 	for _, n := range c.Nodes() {
 		if n.Name == node {
-			return []byte(lab.PrimaryConflist(n.PodCIDR))
+			return []byte(lab.PrimaryConflist(n.Primary, n.PodCIDR))
 		}
 	}
 	t.Fatalf("no node %s", node)

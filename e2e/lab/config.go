@@ -116,7 +116,18 @@ type nodePlan struct {
 	IP      netip.Addr
 	PodCIDR netip.Prefix
 	Gateway bool
+	// Primary is the node's primary CNI plugin: PrimaryPTP or
+	// PrimaryBridge.
+	Primary string
 }
+
+// The lab's primary CNI plugins. worker-2 runs bridge, every other node
+// ptp, so that the suite proves nsegress after both kinds of primary: one
+// keys a pod by its own veth, the other by the bridge all pods share.
+const (
+	PrimaryPTP    = "ptp"
+	PrimaryBridge = "bridge"
+)
 
 // plan lists the nodes: workers first, then gateways. Workers take
 // underlay .11 upwards, gateways .21 upwards; node i (from 1) takes pod
@@ -125,10 +136,15 @@ func (c *Config) plan() []nodePlan {
 	var nodes []nodePlan
 	idx := 1
 	for i := 1; i <= c.Workers; i++ {
+		primary := PrimaryPTP
+		if i == 2 {
+			primary = PrimaryBridge
+		}
 		nodes = append(nodes, nodePlan{
 			Name:    fmt.Sprintf("worker-%d", i),
 			IP:      netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}),
 			PodCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(idx), 0}), 24),
+			Primary: primary,
 		})
 		idx++
 	}
@@ -138,6 +154,7 @@ func (c *Config) plan() []nodePlan {
 			IP:      netip.AddrFrom4([4]byte{198, 51, 100, byte(20 + i)}),
 			PodCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(idx), 0}), 24),
 			Gateway: true,
+			Primary: PrimaryPTP,
 		})
 		idx++
 	}

@@ -22,6 +22,8 @@ type Node struct {
 	IP netip.Addr
 	// PodCIDR is the range its primary CNI hands out.
 	PodCIDR netip.Prefix
+	// Primary is its primary CNI plugin (PrimaryPTP, PrimaryBridge).
+	Primary string
 	// Gateway is true for nodes labelled for gateway duty.
 	Gateway bool
 	// Dir is the node's root on the machine: its /run, /var/lib,
@@ -85,7 +87,7 @@ func (n *Node) ContainerdSocket() string {
 
 // newNode prepares a node's folders and namespaces and wires its network.
 func (l *Lab) newNode(plan nodePlan) (*Node, error) {
-	n := &Node{Name: plan.Name, IP: plan.IP, PodCIDR: plan.PodCIDR, Gateway: plan.Gateway,
+	n := &Node{Name: plan.Name, IP: plan.IP, PodCIDR: plan.PodCIDR, Gateway: plan.Gateway, Primary: plan.Primary,
 		Dir: l.path("nodes", plan.Name)}
 	for _, d := range []string{"run", "var-lib", "var-log", "opt/cni/bin", "opt/cni/net.d", "etc", "sysctl"} {
 		if err := os.MkdirAll(filepath.Join(n.Dir, d), 0o755); err != nil {
@@ -140,20 +142,29 @@ func (l *Lab) installCNI(n *Node) error {
 			return err
 		}
 	}
-	return os.WriteFile(filepath.Join(n.Dir, "opt/cni/net.d", "10-lab.conflist"), []byte(PrimaryConflist(n.PodCIDR)), 0o644)
+	return os.WriteFile(filepath.Join(n.Dir, "opt/cni/net.d", "10-lab.conflist"), []byte(PrimaryConflist(n.Primary, n.PodCIDR)), 0o644)
 }
 
 // PrimaryConflist is the lab's primary CNI configuration for a node with
-// pod range cidr: ptp with masquerade (pods leave with the node's address,
-// as with kindnet) and host-local IPAM.
-func PrimaryConflist(cidr netip.Prefix) string {
+// primary plugin primary and pod range cidr, with masquerade (pods leave
+// with the node's address, as with kindnet) and host-local IPAM: ptp (a
+// veth per pod, routed), or bridge (the pods' veths are ports of cni0,
+// which holds the range's gateway address).
+func PrimaryConflist(primary string, cidr netip.Prefix) string {
+	plugin := fmt.Sprintf(`"type": "ptp",
+      "mtu": %d,`, underlayMTU)
+	if primary == PrimaryBridge {
+		plugin = fmt.Sprintf(`"type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "mtu": %d,`, underlayMTU)
+	}
 	return fmt.Sprintf(`{
   "cniVersion": "1.0.0",
   "name": "lab",
   "plugins": [
     {
-      "type": "ptp",
-      "mtu": %d,
+      %s
       "ipMasq": true,
       "ipMasqBackend": "nftables",
       "ipam": {
@@ -164,7 +175,7 @@ func PrimaryConflist(cidr netip.Prefix) string {
     }
   ]
 }
-`, underlayMTU, cidr)
+`, plugin, cidr)
 }
 
 // startContainerd writes the node's containerd configuration and starts

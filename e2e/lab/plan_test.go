@@ -35,15 +35,17 @@ func TestPlanGivesEachNodeItsOwnAddressAndPodRange(t *testing.T) {
 }
 
 func TestPrimaryConflistIsAValidConflist(t *testing.T) {
-	list, err := libcni.ConfListFromBytes([]byte(PrimaryConflist(netip.MustParsePrefix("198.18.7.0/24"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "ptp" {
-		t.Errorf("plugins = %+v, want ptp alone", list.Plugins)
-	}
-	if !strings.Contains(string(list.Bytes), `"198.18.7.0/24"`) {
-		t.Errorf("conflist does not hand out the node's range:\n%s", list.Bytes)
+	for _, primary := range []string{PrimaryPTP, PrimaryBridge} {
+		list, err := libcni.ConfListFromBytes([]byte(PrimaryConflist(primary, netip.MustParsePrefix("198.18.7.0/24"))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Plugins) != 1 || list.Plugins[0].Network.Type != primary {
+			t.Errorf("plugins = %+v, want %s alone", list.Plugins, primary)
+		}
+		if !strings.Contains(string(list.Bytes), `"198.18.7.0/24"`) {
+			t.Errorf("conflist does not hand out the node's range:\n%s", list.Bytes)
+		}
 	}
 }
 

@@ -34,7 +34,7 @@ var commands = []command{
 	{name: "write-file", synopsis: "write-file -path P [-content S]", run: runWriteFile},
 	{name: "sleep", synopsis: "sleep", run: runSleep},
 	{name: "forge", synopsis: "forge -gateway IP [-port 8479] -vni N[,N] [-proto udp,tcp] -inner-src IP -dst IP:PORT -marker M [-count N]", run: runForge},
-	{name: "send-marker", synopsis: "send-marker [-proto tcp|udp] [-src IP] -dst IP:PORT -marker M [-timeout 3s]", run: runSendMarker},
+	{name: "send-marker", synopsis: "send-marker [-proto tcp|udp] [-src IP [-spoof]] -dst IP:PORT -marker M [-timeout 3s]", run: runSendMarker},
 }
 
 // usageError marks a bad command line, which exits with exitUsage.

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // markerMagic starts the payload of every packet that "labbox forge" and
@@ -275,6 +277,10 @@ type sendMarkerConfig struct {
 	dst     netip.AddrPort
 	marker  string
 	timeout time.Duration
+	// spoof sends one packet from src over a raw socket, src being an
+	// address this host does not have (needs CAP_NET_RAW, which pods
+	// have by default): a pod forging another pod's address.
+	spoof bool
 }
 
 func parseSendMarker(fs *flag.FlagSet, args []string) (sendMarkerConfig, error) {
@@ -285,6 +291,7 @@ func parseSendMarker(fs *flag.FlagSet, args []string) (sendMarkerConfig, error) 
 	fs.StringVar(&dst, "dst", "", "destination `ip:port`")
 	fs.StringVar(&cfg.marker, "marker", "", "the `marker` the payload carries")
 	fs.DurationVar(&cfg.timeout, "timeout", 3*time.Second, "give up after `duration`")
+	fs.BoolVar(&cfg.spoof, "spoof", false, "send one packet from -src over a raw socket, without owning the address")
 	if err := parseFlags(fs, args); err != nil {
 		return sendMarkerConfig{}, err
 	}
@@ -309,7 +316,27 @@ func parseSendMarker(fs *flag.FlagSet, args []string) (sendMarkerConfig, error) 
 	if cfg.timeout <= 0 {
 		return sendMarkerConfig{}, usagef("send-marker: -timeout must be positive")
 	}
+	if cfg.spoof && !cfg.src.IsValid() {
+		return sendMarkerConfig{}, usagef("send-marker: -spoof needs -src")
+	}
 	return cfg, nil
+}
+
+// sendSpoofed sends the marker in one IPv4 packet from cfg.src (an address
+// this host need not have) over a raw socket: a UDP datagram, or a TCP SYN
+// carrying it.
+func sendSpoofed(cfg sendMarkerConfig) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+	if err != nil {
+		return fmt.Errorf("raw socket: %w", err)
+	}
+	defer unix.Close(fd)
+	pkt := innerPacket(cfg.proto, netip.AddrPortFrom(cfg.src, 40001), cfg.dst, 1, []byte(markerMagic+cfg.marker))
+	to := &unix.SockaddrInet4{Addr: cfg.dst.Addr().As4()}
+	if err := unix.Sendto(fd, pkt, 0, to); err != nil {
+		return fmt.Errorf("send from %s to %s: %w", cfg.src, cfg.dst, err)
+	}
+	return nil
 }
 
 // runSendMarker implements "labbox send-marker": the marker over an
@@ -320,6 +347,13 @@ func runSendMarker(ctx context.Context, p proc, fs *flag.FlagSet, args []string)
 	cfg, err := parseSendMarker(fs, args)
 	if err != nil {
 		return err
+	}
+	if cfg.spoof {
+		if err := sendSpoofed(cfg); err != nil {
+			return err
+		}
+		fmt.Fprintf(p.stdout, "sent %s over raw %s from %s to %s\n", cfg.marker, cfg.proto, cfg.src, cfg.dst)
+		return nil
 	}
 	d := net.Dialer{Timeout: cfg.timeout}
 	if cfg.src.IsValid() {
