@@ -35,18 +35,7 @@ func TestAPodOnABridgeCannotBorrowItsNeighboursPolicy(t *testing.T) {
 		p.ns.run(t, "ip", "addr", "add", p.ip.String()+"/24", "dev", "eth0")
 		p.ns.run(t, "ip", "route", "add", "default", "via", "198.18.2.1")
 	}
-	workerTable := openTable(t, l.worker)
-	gatewayTable := openTable(t, l.gateway)
-	applyPlan(t, l.worker, workerPlan())
-	state := nftState(workerPlan(), map[nft.PodKey]uint16{{IP: selectedIP, HostIf: "cni0"}: 1})
-	state.Guards = map[netip.Addr]string{selectedIP: "vethsel"}
-	if err := workerTable.Apply(state); err != nil {
-		t.Fatal(err)
-	}
-	applyPlan(t, l.gateway, gatewayPlan())
-	if err := gatewayTable.Apply(nftState(gatewayPlan(), nil)); err != nil {
-		t.Fatal(err)
-	}
+	programPolicy(t, l, map[nft.PodKey]uint16{{IP: selectedIP, HostIf: "cni0"}: 1}, map[netip.Addr]string{selectedIP: "vethsel"})
 	sink := startForgedSink(t, l.backend)
 	send := func(n *testNS, from netip.Addr) {
 		t.Helper()

@@ -180,16 +180,7 @@ func sendForgedUnprivileged(t *testing.T, n *testNS, vni uint32, innerSrc netip.
 func TestForgedTunnelTrafficIsNeverSNATed(t *testing.T) {
 	requireNetNS(t)
 	l := newLab(t)
-	workerTable := openTable(t, l.worker)
-	gatewayTable := openTable(t, l.gateway)
-	applyPlan(t, l.worker, workerPlan())
-	if err := workerTable.Apply(nftState(workerPlan(), map[nft.PodKey]uint16{{IP: podIP, HostIf: podHostIf}: 1})); err != nil {
-		t.Fatal(err)
-	}
-	applyPlan(t, l.gateway, gatewayPlan())
-	if err := gatewayTable.Apply(nftState(gatewayPlan(), nil)); err != nil {
-		t.Fatal(err)
-	}
+	programPolicy(t, l, map[nft.PodKey]uint16{{IP: podIP, HostIf: podHostIf}: 1}, nil)
 	sink := startForgedSink(t, l.backend)
 
 	step(t, "the selected pod reaches the backend with the egress IP", func(t *testing.T) {

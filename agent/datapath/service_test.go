@@ -15,16 +15,7 @@ import (
 func TestTrafficToAServiceOfADestinationLeavesWithTheEgressIP(t *testing.T) {
 	requireNetNS(t)
 	l := newLab(t)
-	workerTable := openTable(t, l.worker)
-	gatewayTable := openTable(t, l.gateway)
-	applyPlan(t, l.worker, workerPlan())
-	if err := workerTable.Apply(nftState(workerPlan(), map[nft.PodKey]uint16{{IP: podIP, HostIf: podHostIf}: 1})); err != nil {
-		t.Fatal(err)
-	}
-	applyPlan(t, l.gateway, gatewayPlan())
-	if err := gatewayTable.Apply(nftState(gatewayPlan(), nil)); err != nil {
-		t.Fatal(err)
-	}
+	programPolicy(t, l, map[nft.PodKey]uint16{{IP: podIP, HostIf: podHostIf}: 1}, nil)
 	// A Service without a selector whose EndpointSlice names the backend,
 	// as kube-proxy programs it: a ClusterIP from the Service range.
 	const clusterIP = "198.19.128.10"

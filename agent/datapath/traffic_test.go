@@ -72,6 +72,25 @@ func applyPlan(t *testing.T, n *testNS, p Plan) []netip.Addr {
 	return added
 }
 
+// programPolicy programs policy 1 on the worker (tunnel, with the given
+// pods and bridge guards) and on the gateway (SNAT): the state the node
+// role would reach.
+func programPolicy(t *testing.T, l *lab, pods map[nft.PodKey]uint16, guards map[netip.Addr]string) {
+	t.Helper()
+	workerTable := openTable(t, l.worker)
+	gatewayTable := openTable(t, l.gateway)
+	applyPlan(t, l.worker, workerPlan())
+	state := nftState(workerPlan(), pods)
+	state.Guards = guards
+	if err := workerTable.Apply(state); err != nil {
+		t.Fatal(err)
+	}
+	applyPlan(t, l.gateway, gatewayPlan())
+	if err := gatewayTable.Apply(nftState(gatewayPlan(), nil)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // openTable opens the nsegress nft table of n.
 func openTable(t *testing.T, n *testNS) *nft.Table {
 	t.Helper()
