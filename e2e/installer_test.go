@@ -95,7 +95,7 @@ func uninstallNsegress(t testing.TB, c Cluster) {
 	// saw the uninstall, and what it did. Their pods, and with them their
 	// logs, are gone once this returns.
 	follow, cancel := context.WithCancel(ctx)
-	logs := &syncBuffer{}
+	logs := &privtest.SyncBuffer{}
 	cmd := command(follow, c.Kubectl(), "logs", "-f", "-n", "nsegress-system", "-l", "app.kubernetes.io/name=nsegress-agent",
 		"--prefix", "--tail=5", "--max-log-requests=20", "--ignore-errors")
 	cmd.Env, cmd.Stdout, cmd.Stderr = c.Env(), logs, logs
@@ -398,23 +398,4 @@ func labNode(c Cluster, name string) *lab.Node {
 		}
 	}
 	panic("no lab node " + name)
-}
-
-// syncBuffer is a bytes.Buffer that a command writes to while the test
-// reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

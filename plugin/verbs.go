@@ -229,9 +229,12 @@ func (p *Plugin) recordUnselected(st nodestate.State, rec nodestate.PodRecord, l
 	if err := t.DelPod(nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}); err != nil {
 		log.Warn("ADD: could not clear a stale element under the pod's key; the agent's reconcile removes it", "pod", pod, "error", err)
 	}
-	// Nor may a stale guard keep this pod from sending with its address.
-	if err := t.UnguardPort(rec.IP, ""); err != nil {
-		log.Warn("ADD: could not clear a stale guard of the pod's address; the agent's reconcile removes it", "pod", pod, "error", err)
+	// Nor may a stale guard keep a pod on a bridge from sending with its
+	// address (guards act on bridges only: a ptp pod pays nothing).
+	if rec.Port != "" {
+		if err := t.UnguardPort(rec.IP, ""); err != nil {
+			log.Warn("ADD: could not clear a stale guard of the pod's address; the agent's reconcile removes it", "pod", pod, "error", err)
+		}
 	}
 }
 

@@ -24,13 +24,32 @@ const highWaterKey = "tunnelIDHighWater"
 // would count up from the highest ID in use and hand the deleted policy's
 // ID to the next policy at once, while nodes that have not seen the
 // deletion still steer the old policy's pods with it.
+//
+// The elected controller is the mark's only writer, so a store reads it
+// once per term of leadership (one store per term) and then keeps it.
 type highWaterStore struct {
 	client    kubernetes.Interface
 	namespace string
+	mark      int32
+	loaded    bool
 }
 
-// load reads the mark; a missing ConfigMap or key is 0.
-func (s highWaterStore) load(ctx context.Context) (int32, error) {
+// load returns the mark, read from the ConfigMap the first time; a
+// missing ConfigMap or key is 0.
+func (s *highWaterStore) load(ctx context.Context) (int32, error) {
+	if s.loaded {
+		return s.mark, nil
+	}
+	mark, err := s.read(ctx)
+	if err != nil {
+		return 0, err
+	}
+	s.mark, s.loaded = mark, true
+	return mark, nil
+}
+
+// read reads the mark from the ConfigMap.
+func (s *highWaterStore) read(ctx context.Context) (int32, error) {
 	cm, err := s.client.CoreV1().ConfigMaps(s.namespace).Get(ctx, StateConfigMap, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return 0, nil
@@ -51,7 +70,7 @@ func (s highWaterStore) load(ctx context.Context) (int32, error) {
 
 // store writes the mark, creating the ConfigMap when it is missing. An
 // update that conflicts fails; the next reconcile reads and tries again.
-func (s highWaterStore) store(ctx context.Context, mark int32) error {
+func (s *highWaterStore) store(ctx context.Context, mark int32) error {
 	cms := s.client.CoreV1().ConfigMaps(s.namespace)
 	cm, err := cms.Get(ctx, StateConfigMap, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -60,6 +79,7 @@ func (s highWaterStore) store(ctx context.Context, mark int32) error {
 		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 			return fmt.Errorf("create ConfigMap %s/%s: %w", s.namespace, StateConfigMap, err)
 		}
+		s.mark, s.loaded = mark, true
 		return nil
 	}
 	if err != nil {
@@ -72,5 +92,6 @@ func (s highWaterStore) store(ctx context.Context, mark int32) error {
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("update ConfigMap %s/%s: %w", s.namespace, StateConfigMap, err)
 	}
+	s.mark, s.loaded = mark, true
 	return nil
 }

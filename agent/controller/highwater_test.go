@@ -61,7 +61,7 @@ func TestReconcilePersistsTheHighWaterMarkBeforeAnyStatus(t *testing.T) {
 	f.dyn.PrependReactor("update", "egressnatpolicies", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		obj := a.(k8stesting.UpdateAction).GetObject().(*unstructured.Unstructured)
 		id, _, _ := unstructured.NestedInt64(obj.Object, "status", "tunnelID")
-		mark, err := f.r.highWater.load(context.Background())
+		mark, err := f.r.highWater.read(context.Background()) // the ConfigMap itself
 		if err != nil || int64(mark) < id {
 			t.Errorf("policy %s's status names tunnel ID %d before the high-water mark (%d, %v) covers it", obj.GetName(), id, mark, err)
 		}
@@ -70,7 +70,7 @@ func TestReconcilePersistsTheHighWaterMarkBeforeAnyStatus(t *testing.T) {
 	if err := f.r.reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := f.r.highWater.load(context.Background()); err != nil || got != 2 {
+	if got, err := f.r.highWater.read(context.Background()); err != nil || got != 2 {
 		t.Fatalf("stored mark = %d, %v; want 2", got, err)
 	}
 	// b is deleted and c created; a new controller reads the mark.
@@ -83,6 +83,8 @@ func TestReconcilePersistsTheHighWaterMarkBeforeAnyStatus(t *testing.T) {
 	}
 	f.sync()
 	f.dyn.ClearActions()
+	// A new term of leadership: a fresh store reads the ConfigMap.
+	f.r.highWater = &highWaterStore{client: client, namespace: ns}
 	if err := f.r.reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +108,10 @@ func TestTheHighWaterStoreRefusesGarbage(t *testing.T) {
 	if got, err := s.load(context.Background()); err != nil || got != 9 {
 		t.Errorf("after store(9): %d, %v", got, err)
 	}
+	fresh := highWaterStore{client: client, namespace: ns}
+	if got, err := fresh.load(context.Background()); err != nil || got != 9 {
+		t.Errorf("a new store loads %d, %v; want the stored 9", got, err)
+	}
 }
 
 // TestAPolicyKeepsTheIDItWasJustGiven: the status written with a new ID
@@ -121,5 +127,31 @@ func TestAPolicyKeepsTheIDItWasJustGiven(t *testing.T) {
 	in.RecentTunnelIDs = map[types.UID]int32{p.UID: 1}
 	if got := Assign(in, t0).Policies["a"].TunnelID; got != 1 {
 		t.Errorf("the policy got %d, want the ID it was just given (1)", got)
+	}
+}
+
+// TestReconcileReadsTheMarkAndTheServiceRangesOnce: a reconcile runs at
+// every watched change; the mark (the controller is its only writer) and
+// the Service ranges (they almost never change) are not read again each
+// time.
+func TestReconcileReadsTheMarkAndTheServiceRangesOnce(t *testing.T) {
+	f := newFixture(t, []v1alpha1.EgressNATPolicy{policy("a", 0)}, usualGroups, usualNodes)
+	client := k8sfake.NewClientset()
+	f.r.highWater = &highWaterStore{client: client, namespace: ns}
+	f.r.client = client
+	for range 3 {
+		if err := f.r.reconcile(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reads := map[string]int{}
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "get" || a.GetVerb() == "list" {
+			reads[a.GetResource().Resource]++
+		}
+	}
+	// The ConfigMap: one load, and one read by the one store of ID 1.
+	if reads["configmaps"] > 2 || reads["servicecidrs"] != 1 {
+		t.Errorf("three reconciles read %v; want the ConfigMap at most twice and the ServiceCIDRs once", reads)
 	}
 }

@@ -49,12 +49,20 @@ type reconciler struct {
 	// highWater persists the tunnel-ID high-water mark; nil keeps it in
 	// memory only (tests of other things).
 	highWater *highWaterStore
-	// client lists the Service ranges; nil leaves them out.
-	client kubernetes.Interface
+	// client lists the Service ranges; nil leaves them out. They change
+	// rarely: services keeps the last list, read at servicesAt.
+	client     kubernetes.Interface
+	services   []ClusterRange
+	servicesAt time.Time
 	// recentIDs are the tunnel IDs the last reconcile decided, by policy
 	// UID, for the next one, whose cache may not show them yet.
 	recentIDs map[types.UID]int32
 }
+
+// serviceRangesAge is how long a reconcile uses the Service ranges read
+// before: a reconcile runs at every watched change, the ranges almost
+// never change.
+const serviceRangesAge = 30 * time.Second
 
 // snapshot is the caches' content, typed for Assign and unstructured for
 // writing back.
@@ -76,13 +84,16 @@ func (r *reconciler) reconcile(ctx context.Context) error {
 			return err
 		}
 	}
-	if r.client != nil {
-		// Without them the check of destinations against the cluster's
-		// ranges is weaker for this run; assigning must go on.
-		if snap.in.ServiceRanges, err = serviceRanges(ctx, r.client); err != nil {
+	if r.client != nil && r.now().Sub(r.servicesAt) >= serviceRangesAge {
+		// Without a fresh list the check of destinations against the
+		// cluster's ranges uses the last one; assigning must go on.
+		if services, err := serviceRanges(ctx, r.client); err != nil {
 			r.logf("controller: %v", err)
+		} else {
+			r.services, r.servicesAt = services, r.now()
 		}
 	}
+	snap.in.ServiceRanges = r.services
 	snap.in.RecentTunnelIDs = r.recentIDs
 	out := Assign(snap.in, metav1.NewTime(r.now()).Rfc3339Copy())
 	r.recentIDs = make(map[types.UID]int32, len(snap.in.Policies))

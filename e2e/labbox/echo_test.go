@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -91,7 +90,7 @@ func TestEchoHandler(t *testing.T) {
 func TestEchoServerAnswersOverTCPAndStopsOnSignal(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout := &syncBuffer{}
+	stdout := &privtest.SyncBuffer{}
 	p := proc{stdout: stdout, stderr: tWriter{t}, getenv: func(string) string { return "" }}
 	done := make(chan error, 1)
 	go func() {
@@ -120,7 +119,7 @@ func TestEchoServerAnswersOverTCPAndStopsOnSignal(t *testing.T) {
 
 // waitForListenLine waits for the echo server's "listening on ADDR" log
 // line and returns ADDR.
-func waitForListenLine(t *testing.T, out *syncBuffer, done <-chan error) string {
+func waitForListenLine(t *testing.T, out *privtest.SyncBuffer, done <-chan error) string {
 	t.Helper()
 	const marker = "listening on "
 	var addr string
@@ -142,26 +141,6 @@ func waitForListenLine(t *testing.T, out *syncBuffer, done <-chan error) string 
 	})
 	return addr
 }
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-var _ io.Writer = (*syncBuffer)(nil)
 
 func TestEchoMovesBulkData(t *testing.T) {
 	srv := httptest.NewServer(newEchoHandler(log.New(io.Discard, "", 0)))

@@ -157,7 +157,7 @@ func TestEchoCountsMarkersThatReachTheHost(t *testing.T) {
 	privtest.Require(t) // raw sockets need CAP_NET_RAW
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stdout := &syncBuffer{}
+	stdout := &privtest.SyncBuffer{}
 	p := proc{stdout: stdout, stderr: tWriter{t}, getenv: func(string) string { return "" }}
 	done := make(chan error, 1)
 	go func() {
