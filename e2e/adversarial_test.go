@@ -217,11 +217,31 @@ func (e *adversaryEnv) seen(t *testing.T, prefix string, before map[netip.Addr]u
 	return out
 }
 
-// forgeAll makes the pod send, to every gateway, forged tunnel traffic
-// for every policy: the policy's VNI, the inner source one of its
-// selected pods, to the one backend its egress IP may reach, inner UDP and
-// TCP. It returns labbox forge's reports, one per gateway and policy.
-func (e *adversaryEnv) forgeAll(t *testing.T, from advPod, prefix string) []string {
+// execer runs labbox somewhere: in a pod, or on a lab host.
+type execer struct {
+	name string
+	run  func(ctx context.Context, argv ...string) (string, error)
+}
+
+// inPod runs labbox in a pod.
+func (e *adversaryEnv) inPod(p advPod) execer {
+	return execer{name: p.ns + "/" + p.name, run: func(ctx context.Context, argv ...string) (string, error) {
+		return execIn(ctx, e.c, p.ns, p.name, append([]string{"/labbox"}, argv...)...)
+	}}
+}
+
+// onHost runs labbox on a lab host outside the cluster.
+func (e *adversaryEnv) onHost(host string) execer {
+	return execer{name: host, run: func(ctx context.Context, argv ...string) (string, error) {
+		return e.c.HostExec(ctx, host, append([]string{"labbox"}, argv...)...)
+	}}
+}
+
+// forgeAll makes from send, to every gateway, forged tunnel traffic for
+// every policy: the policy's VNI, the inner source one of its selected
+// pods, to the one backend its egress IP may reach, inner UDP and TCP. It
+// returns labbox forge's reports, one per gateway and policy.
+func (e *adversaryEnv) forgeAll(t *testing.T, from execer, prefix string) []string {
 	t.Helper()
 	var mu sync.Mutex
 	var reports []string
@@ -231,14 +251,14 @@ func (e *adversaryEnv) forgeAll(t *testing.T, from advPod, prefix string) []stri
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				out, err := execIn(context.Background(), e.c, from.ns, from.name, "/labbox", "forge",
+				out, err := from.run(context.Background(), "forge",
 					"-gateway", gw.IP.String(), "-vni", strconv.FormatUint(uint64(p.vni), 10), "-proto", "udp,tcp",
 					"-inner-src", p.client.ip.String(), "-dst", netip.AddrPortFrom(p.backend.IP, uint16(p.backend.Port)).String(),
 					"-marker", prefix+"-"+gw.Name+"-"+p.name, "-count", "5")
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
-					t.Errorf("forge from %s/%s to %s for %s: %v", from.ns, from.name, gw.Name, p.name, err)
+					t.Errorf("forge from %s to %s for %s: %v", from.name, gw.Name, p.name, err)
 					return
 				}
 				reports = append(reports, fmt.Sprintf("to %s for %s (VNI %d): %s", gw.Name, p.name, p.vni, strings.ReplaceAll(out, "\n", "; ")))
@@ -268,6 +288,7 @@ func TestNothingShortOfRootOnANodeSendsWithAnEgressIP(t *testing.T) {
 		echoPod("adv-plain", "unselected-2", workers[1].Name),
 		hostNetworkPod("adv-plain", "root-on-worker", workers[1].Name, 0),
 		hostNetworkPod("adv-plain", "nobody-on-worker", workers[1].Name, 65534),
+		echoPod("adv-plain", "unselected-on-gw", gateways[0].Name),
 	}
 	for _, g := range gateways {
 		extra = append(extra, hostNetworkPod("adv-plain", "nobody-on-"+g.Name, g.Name, 65534))
@@ -321,34 +342,57 @@ func TestNothingShortOfRootOnANodeSendsWithAnEgressIP(t *testing.T) {
 		env.expectNothingSeen(t, prefix, before)
 	})
 
-	t.Run("root on a node can forge tunnel traffic, the trust boundary the README draws", func(t *testing.T) {
-		from := pods["adv-plain/root-on-worker"]
+	// Root on workers[1] forges for every policy with the address of a
+	// pod of its own node as inner source: the trust boundary. Then with
+	// the address of a pod of another node, which the gateways' source
+	// check (the sending node's pod range) must drop.
+	root := pods["adv-plain/root-on-worker"]
+	rootForge := func(t *testing.T, p advPolicy, innerSrc netip.Addr, m string) {
+		t.Helper()
+		var gw NodeInfo
+		for _, g := range env.gateways {
+			if g.Name == p.gateway {
+				gw = g
+			}
+		}
+		out, err := execIn(ctx, env.c, root.ns, root.name, "/labbox", "forge", "-gateway", gw.IP.String(),
+			"-vni", strconv.FormatUint(uint64(p.vni), 10), "-proto", "tcp", "-inner-src", innerSrc.String(),
+			"-dst", netip.AddrPortFrom(p.backend.IP, uint16(p.backend.Port)).String(), "-marker", m, "-count", "3")
+		if err != nil {
+			t.Fatalf("forge as root: %v", err)
+		}
+		t.Logf("root on %s -> %s for %s from %s: %s", workers[1].Name, gw.Name, p.name, innerSrc, out)
+	}
+	t.Run("root on a node can forge tunnel traffic from its own pods' range, the trust boundary the README draws", func(t *testing.T) {
+		own := pods["adv-plain/unselected-2"].ip // a pod of workers[1]
 		for _, p := range env.policies {
-			var gw NodeInfo
-			for _, g := range env.gateways {
-				if g.Name == p.gateway {
-					gw = g
-				}
-			}
 			m := env.marker("root", p.name)
-			out, err := execIn(ctx, env.c, from.ns, from.name, "/labbox", "forge", "-gateway", gw.IP.String(),
-				"-vni", strconv.FormatUint(uint64(p.vni), 10), "-proto", "tcp", "-inner-src", p.client.ip.String(),
-				"-dst", netip.AddrPortFrom(p.backend.IP, uint16(p.backend.Port)).String(), "-marker", m, "-count", "3")
-			if err != nil {
-				t.Fatalf("forge as root: %v", err)
-			}
-			t.Logf("root on %s -> %s for %s: %s", workers[1].Name, gw.Name, p.name, out)
+			rootForge(t, p, own, m)
 			eventuallyCounted(t, env, p, m)
 		}
+	})
+	t.Run("root on a node cannot tunnel another node's pod's address", func(t *testing.T) {
+		before, err := env.c.FirewallDrops(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := pods["adv-plain/unselected"] // a pod of workers[0]
+		prefix := env.marker("root-other")
+		for _, p := range env.policies {
+			rootForge(t, p, other.ip, prefix+"-"+p.name)
+		}
+		env.expectNothingSeen(t, prefix, before)
 	})
 
 	senders := []struct {
 		name string
-		pod  string
+		from execer
 	}{
-		{"a pod no policy selects", "adv-plain/unselected"},
-		{"a pod of another policy (darkblue) forging every policy's VNI", "adv-darkblue/client"},
-		{"a hostNetwork process that is not root, on a worker", "adv-plain/nobody-on-worker"},
+		{"a pod no policy selects", env.inPod(pods["adv-plain/unselected"])},
+		{"a pod of another policy (darkblue) forging every policy's VNI", env.inPod(pods["adv-darkblue/client"])},
+		{"a pod on a gateway node", env.inPod(pods["adv-plain/unselected-on-gw"])},
+		{"a hostNetwork process that is not root, on a worker", env.inPod(pods["adv-plain/nobody-on-worker"])},
+		{"a host outside the cluster, on the node network", env.onHost("firewall")},
 	}
 	for i, s := range senders {
 		t.Run(s.name+" gets nothing through either gateway", func(t *testing.T) {
@@ -357,17 +401,36 @@ func TestNothingShortOfRootOnANodeSendsWithAnEgressIP(t *testing.T) {
 				t.Fatal(err)
 			}
 			prefix := env.marker("forged", strconv.Itoa(i))
-			for _, r := range env.forgeAll(t, pods[s.pod], prefix) {
-				t.Logf("%s: %s", s.pod, r)
+			for _, r := range env.forgeAll(t, s.from, prefix) {
+				t.Logf("%s: %s", s.from.name, r)
 				// The output chain drops a non-root socket's datagrams
 				// to the tunnel port, which the sender sees as refused.
-				if strings.HasSuffix(s.pod, "nobody-on-worker") && strings.Count(r, "sent 0,") != 2 {
+				if strings.HasSuffix(s.from.name, "nobody-on-worker") && strings.Count(r, "sent 0,") != 2 {
 					t.Errorf("the kernel let a non-root process send to the tunnel port: %s", r)
 				}
 			}
 			env.expectNothingSeen(t, prefix, before)
 		})
 	}
+
+	t.Run("an on-prem client inside a policy's destinations that connects in to a selected pod gets answers from the pod's address", func(t *testing.T) {
+		before, err := env.c.FirewallDrops(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range env.policies {
+			url := "http://" + netip.AddrPortFrom(p.client.ip, lab.PodEchoPort).String() + "/"
+			out, err := env.c.HostExec(ctx, p.backend.Name, "labbox", "get", "-timeout", "5s", url)
+			if err != nil {
+				t.Errorf("%s connecting in to %s's pod %s: %v (its replies were steered)", p.backend.Name, p.name, p.client.ip, err)
+				continue
+			}
+			if got := strings.TrimSpace(out); got != p.backend.IP.String() {
+				t.Errorf("%s's pod answered %q, want the caller %s", p.name, got, p.backend.IP)
+			}
+		}
+		env.expectNothingSeen(t, env.marker("inbound"), before)
+	})
 
 	// A process that is not root on a gateway binds the purple policy's
 	// egress IP and sends the marker to backend 1, the one the firewall
@@ -422,11 +485,6 @@ func TestNothingShortOfRootOnANodeSendsWithAnEgressIP(t *testing.T) {
 		}
 	})
 
-	// A host outside the cluster forging tunnel traffic with its own
-	// address is dropped by the gateways' peer check; the lab offers no
-	// command on such a host, so agent/datapath's
-	// TestForgedTunnelTrafficIsNeverSNATed covers it in network
-	// namespaces.
 }
 
 // eventuallyCounted waits until p's backend counted marker m.

@@ -148,7 +148,7 @@ func BenchmarkCNIChain(b *testing.B) {
 		Policies: []nft.Policy{{ID: 1, Destinations: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")},
 			Mode: nft.ModeTunnel, Device: datapath.DeviceName(1)}},
 		MSS: datapath.MSS(datapath.DeviceMTU(1500)), TunnelPort: datapath.DefaultPort, Uplink: "eth0",
-		TunnelPeers: []netip.Addr{node.IP}, DevicePrefix: datapath.DevicePrefix,
+		TunnelPeers: []nft.TunnelPeer{{Addr: node.IP}}, DevicePrefix: datapath.DevicePrefix,
 	}
 
 	// The node's agent answers the plugin's lookups from its informers,

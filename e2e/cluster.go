@@ -42,6 +42,10 @@ type Cluster interface {
 	// NodeExec runs a command (nft, ip) on a node, in its network
 	// namespace, and returns its combined output.
 	NodeExec(ctx context.Context, node string, argv ...string) (string, error)
+	// HostExec runs a command on a host outside the cluster: "firewall"
+	// (on the node network and on-prem) or a backend's name; an argv[0]
+	// of "labbox" runs the labbox tool there.
+	HostExec(ctx context.Context, host string, argv ...string) (string, error)
 }
 
 // labCluster adapts the embedded lab to Cluster.
@@ -83,6 +87,11 @@ func (c labCluster) ReadNodeFile(node, path string) ([]byte, error) {
 
 func (c labCluster) NodeExec(ctx context.Context, node string, argv ...string) (string, error) {
 	out, err := c.lab.NodeExec(ctx, node, argv...)
+	return string(out), err
+}
+
+func (c labCluster) HostExec(ctx context.Context, host string, argv ...string) (string, error) {
+	out, err := c.lab.HostExec(ctx, host, argv...)
 	return string(out), err
 }
 

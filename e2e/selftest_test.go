@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -70,7 +71,7 @@ func echoPod(ns, name, node string) *corev1.Pod {
 				Name:            "echo",
 				Image:           lab.LabboxImage,
 				ImagePullPolicy: corev1.PullNever,
-				Command:         []string{"/labbox", "echo", "-listen", ":8080"},
+				Command:         []string{"/labbox", "echo", "-listen", ":" + strconv.Itoa(lab.PodEchoPort)},
 			}},
 		},
 	}

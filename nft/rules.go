@@ -165,12 +165,35 @@ func udpDport(port uint16) []expr.Any {
 	}
 }
 
-// tunnelPeerRule is "udp dport port ip saddr != @peers drop": only
-// cluster nodes may send tunnel traffic (docs/design.md §5, no borrowing).
-func tunnelPeerRule(port uint16) []expr.Any {
+// Offsets into a VXLAN datagram, from the start of its UDP header: the
+// 8-byte UDP header, the 8-byte VXLAN header, then the inner Ethernet
+// frame (14 bytes) and its IPv4 header.
+const (
+	vxlanInnerEtherType = 8 + 8 + 12
+	vxlanInnerSource    = 8 + 8 + 14 + 12
+)
+
+// tunnelInnerIPv4Rule is "udp dport port @th,224,16 != 0x0800 drop": a
+// tunnel carries the IPv4 packets of pods and nothing else (its
+// neighbours are static, so not even ARP), and the source check below
+// reads the inner IPv4 header.
+func tunnelInnerIPv4Rule(port uint16) []expr.Any {
+	return concat(udpDport(port), []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: vxlanInnerEtherType, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: be16(unix.ETH_P_IP)},
+	}, verdict(expr.VerdictDrop))
+}
+
+// tunnelSourceRule is "udp dport port ip saddr . @th,336,32 != @sources
+// drop": tunnel traffic must come from a cluster node, and the packet
+// inside it from that node's own pods (docs/design.md §5, no borrowing).
+// The inner header is read before decapsulation, where the outer source
+// is still known; after it the two are no longer tied.
+func tunnelSourceRule(port uint16) []expr.Any {
 	return concat(udpDport(port), []expr.Any{
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
-		&expr.Lookup{SourceRegister: reg1, SetName: setPeers, Invert: true},
+		&expr.Payload{DestRegister: reg32x01, Base: expr.PayloadBaseTransportHeader, Offset: vxlanInnerSource, Len: 4},
+		&expr.Lookup{SourceRegister: reg1, SetName: setSources, Invert: true},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	})
 }

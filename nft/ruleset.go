@@ -14,7 +14,7 @@ import (
 
 // Names of the objects in the table.
 const (
-	setPeers          = "peers"
+	setSources        = "sources"
 	setHeld           = "held"
 	mapPods           = "pods"
 	chainPrerouting   = "prerouting"
@@ -98,7 +98,7 @@ func build(s State) desired {
 	pols := slices.Clone(s.Policies)
 	slices.SortFunc(pols, func(a, b Policy) int { return cmp.Compare(a.ID, b.ID) })
 	d := desired{pods: make(map[PodKey]string, len(s.Pods)), guards: s.Guards}
-	d.sets = append(d.sets, setSpec{set: peersSet(), elems: addrElems(s.TunnelPeers)})
+	d.sets = append(d.sets, setSpec{set: sourcesSet(), elems: sourceElems(s.TunnelPeers)})
 	d.sets = append(d.sets, setSpec{set: heldSet(), elems: addrElems(s.HeldIPs)})
 	for _, p := range pols {
 		d.sets = append(d.sets, setSpec{set: destSet(p.ID), elems: intervalElems(p.Destinations)})
@@ -126,7 +126,7 @@ func baseChains(s State, pols []Policy) []chainSpec {
 			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{clearMarkRule(s.DevicePrefix)}},
 		{name: chainInput, hook: nftables.ChainHookInput, prio: prioFilter,
 			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{
-				tunnelIfaceRule(s.TunnelPort, s.Uplink), tunnelPeerRule(s.TunnelPort)}},
+				tunnelIfaceRule(s.TunnelPort, s.Uplink), tunnelInnerIPv4Rule(s.TunnelPort), tunnelSourceRule(s.TunnelPort)}},
 		{name: chainOutput, hook: nftables.ChainHookOutput, prio: prioFilter,
 			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{tunnelUnprivilegedRule(s.TunnelPort), heldUnprivilegedRule()}},
 	}
@@ -137,9 +137,36 @@ func heldSet() nftables.Set {
 	return nftables.Set{Name: setHeld, KeyType: nftables.TypeIPAddr}
 }
 
-// peersSet is the set of underlay addresses allowed to send VXLAN.
-func peersSet() nftables.Set {
-	return nftables.Set{Name: setPeers, KeyType: nftables.TypeIPAddr}
+// sourcesSet is the set of (outer source, inner source range) pairs
+// allowed to arrive on the tunnel port: each node with its pods' range.
+func sourcesSet() nftables.Set {
+	return nftables.Set{Name: setSources, KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr),
+		Concatenation: true, Interval: true}
+}
+
+// sourceElems are the elements of the sources set: one per peer and
+// merged source range, the whole address space for a peer without one.
+func sourceElems(peers []TunnelPeer) []nftables.SetElement {
+	sorted := slices.Clone(peers)
+	slices.SortFunc(sorted, func(a, b TunnelPeer) int { return a.Addr.Compare(b.Addr) })
+	var elems []nftables.SetElement
+	for i, p := range sorted {
+		if i > 0 && sorted[i-1].Addr == p.Addr {
+			continue // one node, one entry: the first wins
+		}
+		rs := mergeRanges(p.Sources)
+		if len(p.Sources) == 0 {
+			rs = []addrRange{{0, ^uint32(0)}}
+		}
+		node := p.Addr.AsSlice()
+		for _, r := range rs {
+			elems = append(elems, nftables.SetElement{
+				Key:    slices.Concat(node, be32(r.start)),
+				KeyEnd: slices.Concat(node, be32(r.end)),
+			})
+		}
+	}
+	return elems
 }
 
 // destSet is policy id's destination set.

@@ -133,13 +133,24 @@ type State struct {
 	// the node's underlay address. Tunnel traffic arriving on any other
 	// interface (a pod's, the loopback) is dropped.
 	Uplink string
-	// TunnelPeers are the underlay addresses allowed to send VXLAN to
-	// this node: the cluster's nodes.
-	TunnelPeers []netip.Addr
+	// TunnelPeers are the nodes allowed to send VXLAN to this node, each
+	// with the inner source addresses it may tunnel.
+	TunnelPeers []TunnelPeer
 	// DevicePrefix starts the name of every policy device, for example
 	// "nsg". Tunnel ingress on a prefixed device that no ModeLocal
 	// policy owns is dropped.
 	DevicePrefix string
+}
+
+// TunnelPeer is a node allowed to send tunnel traffic to this one.
+type TunnelPeer struct {
+	// Addr is the node's underlay address: the outer source.
+	Addr netip.Addr
+	// Sources are the inner source ranges the node may tunnel: the pod
+	// ranges the cluster gave it, so that a node cannot pass off another
+	// node's pods, or itself, as its own pods. Empty means any inner
+	// source, for a node whose primary CNI publishes no range.
+	Sources []netip.Prefix
 }
 
 // minMSS is the smallest MSS accepted: the IPv4 default MSS (RFC 879).
@@ -202,9 +213,14 @@ func (s *State) validateNode() error {
 	if s.MSS != 0 && s.MSS < minMSS {
 		return fmt.Errorf("nft: MSS %d is below %d (use 0 to disable clamping)", s.MSS, minMSS)
 	}
-	for _, a := range s.TunnelPeers {
-		if !a.Is4() {
-			return fmt.Errorf("nft: tunnel peer %s is not IPv4", a)
+	for _, p := range s.TunnelPeers {
+		if !p.Addr.Is4() {
+			return fmt.Errorf("nft: tunnel peer %s is not IPv4", p.Addr)
+		}
+		for _, r := range p.Sources {
+			if !r.IsValid() || !r.Addr().Is4() {
+				return fmt.Errorf("nft: tunnel peer %s: source range %s is not an IPv4 prefix", p.Addr, r)
+			}
 		}
 	}
 	return nil

@@ -42,7 +42,7 @@ func validState() State {
 		MSS:          1410,
 		TunnelPort:   4789,
 		Uplink:       "eth0",
-		TunnelPeers:  []netip.Addr{netip.MustParseAddr("10.0.0.1")},
+		TunnelPeers:  []TunnelPeer{{Addr: netip.MustParseAddr("10.0.0.1"), Sources: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}}},
 		DevicePrefix: "nsg",
 	}
 }
@@ -87,8 +87,11 @@ func TestValidate(t *testing.T) {
 		{"tunnel port 0 is refused", func(s *State) { s.TunnelPort = 0 }, "TunnelPort is 0"},
 		{"a tiny MSS is refused", func(s *State) { s.MSS = 100 }, "MSS 100 is below 536"},
 		{"an IPv6 tunnel peer is refused", func(s *State) {
-			s.TunnelPeers = append(s.TunnelPeers, netip.MustParseAddr("2001:db8::1"))
+			s.TunnelPeers = append(s.TunnelPeers, TunnelPeer{Addr: netip.MustParseAddr("2001:db8::1")})
 		}, "tunnel peer 2001:db8::1 is not IPv4"},
+		{"an IPv6 source range of a tunnel peer is refused", func(s *State) {
+			s.TunnelPeers[0].Sources = append(s.TunnelPeers[0].Sources, netip.MustParsePrefix("fd00::/64"))
+		}, "tunnel peer 10.0.0.1: source range fd00::/64 is not an IPv4 prefix"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -203,7 +206,7 @@ func TestBuildOrdersPoliciesAndNamesObjects(t *testing.T) {
 	for _, cs := range d.chains {
 		chains = append(chains, cs.name)
 	}
-	if got, want := strings.Join(sets, ","), "peers,held,dst_3,dst_4,dst_7,dst_9"; got != want {
+	if got, want := strings.Join(sets, ","), "sources,held,dst_3,dst_4,dst_7,dst_9"; got != want {
 		t.Errorf("sets = %s, want %s", got, want)
 	}
 	if got, want := strings.Join(chains, ","), "pol_3,pol_4,pol_7,pol_9,prerouting,forward,postrouting_nat,postrouting,input,output"; got != want {

@@ -23,11 +23,12 @@ func twoPolicies() State {
 			{ID: 9, Mode: ModeLocal, Device: "nsg9", EgressIP: netip.MustParseAddr("192.0.2.9"),
 				Destinations: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}},
 		},
-		Pods:         map[PodKey]uint16{},
-		MSS:          1410,
-		TunnelPort:   4789,
-		Uplink:       "eth0",
-		TunnelPeers:  []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")},
+		Pods:       map[PodKey]uint16{},
+		MSS:        1410,
+		TunnelPort: 4789,
+		Uplink:     "eth0",
+		TunnelPeers: []TunnelPeer{{Addr: netip.MustParseAddr("10.0.0.1"), Sources: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}},
+			{Addr: netip.MustParseAddr("10.0.0.2")}},
 		DevicePrefix: "nsg",
 	}
 }
@@ -119,6 +120,27 @@ func TestApplyTwiceIsNoOp(t *testing.T) {
 	if after := listTable(t, ns); after != before {
 		t.Fatalf("second Apply changed the table:\n--- before\n%s\n--- after\n%s", before, after)
 	}
+	wantPods(t, tbl, s.Pods)
+}
+
+// TestApplyUpgradesTheTableOfThePreviousRelease: the previous release
+// checked only the outer source of tunnel traffic, against a set "peers"
+// that a rule of the input chain looks up. Apply must replace both in one
+// go, with no error and no leftover, keeping the pods' elements.
+func TestApplyUpgradesTheTableOfThePreviousRelease(t *testing.T) {
+	tbl, ns := newTestTable(t)
+	s := twoPolicies()
+	s.Pods = map[PodKey]uint16{pod("198.18.1.5", "veth1a2b"): 7}
+	mustApply(t, tbl, s)
+	runIn(t, ns, "nft", "add set ip nsegress peers { type ipv4_addr; elements = { 10.0.0.1, 10.0.0.2 }; }")
+	runIn(t, ns, "nft", "flush chain ip nsegress input")
+	runIn(t, ns, "nft", "add rule ip nsegress input udp dport 4789 ip saddr != @peers drop")
+	mustApply(t, tbl, s)
+	got := listTable(t, ns)
+	if strings.Contains(got, "peers") {
+		t.Errorf("the old set is still there:\n%s", got)
+	}
+	checkGolden(t, "apply_two_policies_with_pod", got)
 	wantPods(t, tbl, s.Pods)
 }
 

@@ -222,6 +222,33 @@ func TestForgedTunnelTrafficIsNeverSNATed(t *testing.T) {
 		}
 	}
 
+	// Root on the worker is trusted with its own pods' range (the trust
+	// boundary), but not with anyone else's: an inner source outside the
+	// worker's range is dropped at the gateway, before decapsulation.
+	for _, innerSrc := range []netip.Addr{workerIP, gatewayPods.Addr().Next(), netip.MustParseAddr("192.0.2.7")} {
+		step(t, fmt.Sprintf("root on the worker tunnelling %s, outside its pod range", innerSrc), func(t *testing.T) {
+			before := sink.n.Load()
+			if err := sendForged(l.worker, vni, innerSrc, 10); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			if got := sink.n.Load() - before; got != 0 {
+				t.Errorf("the backend received %d forged datagrams, SNATed to the egress IP", got)
+			}
+		})
+	}
+	step(t, "root on the worker tunnelling from its own pod range is the trust assumption: it arrives", func(t *testing.T) {
+		// The control case: what the rule above keeps out is not kept out
+		// by anything else, so the drops are the source check's.
+		before := sink.n.Load()
+		if err := sendForged(l.worker, vni, workerPods.Addr().Next().Next(), 10); err != nil {
+			t.Fatal(err)
+		}
+		privtest.Eventually(t, 5*time.Second, "a datagram from the worker's own range at the backend", func() (bool, error) {
+			return sink.n.Load() > before, nil
+		})
+	})
+
 	step(t, "a client inside the destinations that connects in gets answers from the pod's own address", func(t *testing.T) {
 		// The firewall lets the backend's network reach the pods, and
 		// the router knows the way.

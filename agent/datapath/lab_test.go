@@ -29,6 +29,10 @@ var (
 	podIP     = netip.MustParseAddr("198.18.1.5")
 	pod2IP    = netip.MustParseAddr("198.18.1.6")
 	backendNs = netip.MustParsePrefix("203.0.113.0/24")
+	// The pod ranges of the worker (its ptp pods in 198.18.1.0/24, its
+	// bridge pods in 198.18.2.0/24) and of the gateway.
+	workerPods  = netip.MustParsePrefix("198.18.0.0/22")
+	gatewayPods = netip.MustParsePrefix("198.18.9.0/24")
 )
 
 // Host-side veth names of the two pods on the worker.

@@ -48,7 +48,7 @@ func nftState(p Plan, pods map[nft.PodKey]uint16) nft.State {
 		MSS:          MSS(DeviceMTU(1500)),
 		TunnelPort:   DefaultPort,
 		Uplink:       "eth0",
-		TunnelPeers:  []netip.Addr{workerIP, gatewayIP},
+		TunnelPeers:  []nft.TunnelPeer{{Addr: workerIP, Sources: []netip.Prefix{workerPods}}, {Addr: gatewayIP, Sources: []netip.Prefix{gatewayPods}}},
 		DevicePrefix: DevicePrefix,
 	}
 }

@@ -34,6 +34,8 @@ type facts struct {
 	pods map[nft.PodKey]uint16
 	// now is when the plan is made.
 	now time.Time
+	// anySource accepts any inner source from a node (Config.AnyTunnelSource).
+	anySource bool
 }
 
 // desired is the node's whole desired state.
@@ -67,7 +69,7 @@ func plan(v view, f facts) (desired, error) {
 			TunnelPort:   f.port,
 			Uplink:       f.uplink,
 			DevicePrefix: datapath.DevicePrefix,
-			TunnelPeers:  tunnelPeers(v),
+			TunnelPeers:  tunnelPeers(v, f.anySource),
 		},
 	}
 	// One plan per policy feeds both the links and the nft table.
@@ -96,16 +98,26 @@ func plan(v view, f facts) (desired, error) {
 	return d, nil
 }
 
-// tunnelPeers are every node's IPv4 InternalIP, sorted: the addresses
-// allowed to send to this node's tunnel port.
-func tunnelPeers(v view) []netip.Addr {
-	var peers []netip.Addr
+// tunnelPeers are every node with an IPv4 InternalIP, sorted, each with
+// its IPv4 pod ranges (spec.podCIDRs): the nodes allowed to send to this
+// node's tunnel port and the inner sources each may send. A node without
+// a range, or every node when any is set, may send any inner source.
+func tunnelPeers(v view, any bool) []nft.TunnelPeer {
+	var peers []nft.TunnelPeer
 	for _, n := range v.nodes {
-		if ip, err := internalIP(n); err == nil {
-			peers = append(peers, ip)
+		ip, err := internalIP(n)
+		if err != nil {
+			continue
 		}
+		p := nft.TunnelPeer{Addr: ip}
+		for _, c := range n.Spec.PodCIDRs {
+			if r, err := netip.ParsePrefix(c); err == nil && r.Addr().Is4() && !any {
+				p.Sources = append(p.Sources, r.Masked())
+			}
+		}
+		peers = append(peers, p)
 	}
-	slices.SortFunc(peers, netip.Addr.Compare)
+	slices.SortFunc(peers, func(a, b nft.TunnelPeer) int { return a.Addr.Compare(b.Addr) })
 	return peers
 }
 

@@ -3,6 +3,7 @@ package node
 import (
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -123,7 +124,8 @@ func withPodSelector(kv ...string) policyOpt {
 var (
 	dst203   = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}
 	nodeIP   = netip.MustParseAddr("10.0.0.11")
-	allPeers = []netip.Addr{netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("10.0.0.11"), netip.MustParseAddr("10.0.0.21")}
+	allPeers = []nft.TunnelPeer{{Addr: netip.MustParseAddr("10.0.0.3")}, {Addr: netip.MustParseAddr("10.0.0.11")},
+		{Addr: netip.MustParseAddr("10.0.0.21")}}
 )
 
 func TestPlanDecidesEachPolicysModeFromItsStatus(t *testing.T) {
@@ -244,9 +246,29 @@ func TestPlanListsEveryNodesInternalIPAsTunnelPeerSorted(t *testing.T) {
 	// Map iteration order differs from run to run: plan a few times.
 	for range 20 {
 		state := mustPlan(t, view{nodes: testNodes()}, testFacts()).nft
-		if !slices.Equal(state.TunnelPeers, allPeers) {
+		if !reflect.DeepEqual(state.TunnelPeers, allPeers) {
 			t.Fatalf("TunnelPeers = %v, want %v (IPv4 InternalIPs only, sorted)", state.TunnelPeers, allPeers)
 		}
+	}
+}
+
+func TestPlanTiesEachTunnelPeerToItsPodRanges(t *testing.T) {
+	nodes := testNodes()
+	nodes["gw-1"].Spec.PodCIDRs = []string{"198.18.1.0/24", "fd00:1::/64"}
+	nodes[thisNode].Spec.PodCIDRs = []string{"198.18.2.7/24"}
+	want := []nft.TunnelPeer{
+		{Addr: netip.MustParseAddr("10.0.0.3")}, // no range published: any inner source
+		{Addr: netip.MustParseAddr("10.0.0.11"), Sources: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}},
+		{Addr: netip.MustParseAddr("10.0.0.21"), Sources: []netip.Prefix{netip.MustParsePrefix("198.18.1.0/24")}},
+	}
+	got := mustPlan(t, view{nodes: nodes}, testFacts()).nft.TunnelPeers
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("TunnelPeers = %v, want %v (IPv4 ranges, masked)", got, want)
+	}
+	f := testFacts()
+	f.anySource = true
+	if got := mustPlan(t, view{nodes: nodes}, f).nft.TunnelPeers; !reflect.DeepEqual(got, allPeers) {
+		t.Errorf("with anySource, TunnelPeers = %v, want %v (no ranges)", got, allPeers)
 	}
 }
 

@@ -43,6 +43,10 @@ type Config struct {
 	StateDir string
 	// Port is the VXLAN UDP port (datapath.DefaultPort when 0).
 	Port uint16
+	// AnyTunnelSource lets a node tunnel any inner source, not only its
+	// pod range (spec.podCIDRs): for primaries whose IPAM ignores the
+	// nodes' ranges.
+	AnyTunnelSource bool
 	// Uplink names the underlay interface; empty finds the one holding
 	// the node's InternalIP.
 	Uplink string

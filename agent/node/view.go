@@ -56,13 +56,18 @@ func (r *Role) view() (view, error) {
 // view and the plugin's socket decode policies here alone. A policy that
 // does not decode is logged and left out: one bad object must not stop
 // the node from programming every other policy (the API server's schema
-// keeps such objects rare; the controller reports them too).
+// keeps such objects rare; the controller reports them too). A policy the
+// controller rejected (v1alpha1.Rejected) is left out as well: it selects
+// nothing.
 func (r *Role) listPolicies() ([]v1alpha1.EgressNATPolicy, error) {
 	var out []v1alpha1.EgressNATPolicy
 	for _, o := range r.policies.GetStore().List() {
 		var p v1alpha1.EgressNATPolicy
 		if err := fromUnstructured(o, &p); err != nil {
 			r.cfg.Logf("node: skipping a policy: %v", err)
+			continue
+		}
+		if p.Rejected() {
 			continue
 		}
 		out = append(out, p)

@@ -1,5 +1,10 @@
 package v1alpha1
 
+import (
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
 // Condition types of EgressNATPolicy status.
 const (
 	// ConditionReady is True when the policy has an egress IP, a gateway node
@@ -58,6 +63,16 @@ const (
 	// destination and the range.
 	ReasonDestinationCoversCluster = "DestinationCoversCluster"
 )
+
+// Rejected tells whether the controller refused the policy as a whole:
+// a destination covers the cluster's own pod or Service range, so that
+// steering it would send the selected pods' traffic to the cluster itself
+// through a gateway. A rejected policy selects nothing; the nodes leave it
+// out until the controller accepts it again.
+func (p *EgressNATPolicy) Rejected() bool {
+	c := meta.FindStatusCondition(p.Status.Conditions, ConditionReady)
+	return c != nil && c.Status == metav1.ConditionFalse && c.Reason == ReasonDestinationCoversCluster
+}
 
 // MaxTunnelID is the largest tunnel ID (status.tunnelID, and the CRD's
 // Maximum on it): IDs are 12 bits wide, so that the packet mark, the VXLAN

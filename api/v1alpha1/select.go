@@ -105,12 +105,13 @@ func (p *EgressNATPolicy) SelectorError() error {
 // skipped whole, also where another of its sources is valid, so that the
 // pods it governs do not depend on which of its sources happen to parse.
 // It is not silent: the controller reports such a policy Ready=False with
-// ReasonInvalidSelector.
+// ReasonInvalidSelector. A policy the controller rejected (Rejected)
+// selects no pod either.
 func SelectPolicy(policies []EgressNATPolicy, nsLabels, podLabels map[string]string) (*EgressNATPolicy, error) {
 	sorted := append([]EgressNATPolicy(nil), policies...)
 	SortByAge(sorted)
 	for i := range sorted {
-		if sorted[i].SelectorError() != nil {
+		if sorted[i].SelectorError() != nil || sorted[i].Rejected() {
 			continue // selects nothing; its status says why
 		}
 		m, err := sorted[i].Matches(nsLabels, podLabels)

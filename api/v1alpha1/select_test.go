@@ -58,3 +58,26 @@ func TestAssignedTunnelID(t *testing.T) {
 		}
 	}
 }
+
+// TestSelectPolicySkipsARejectedPolicy: an older policy whose destination
+// covers the cluster (the controller says so in Ready) selects nothing;
+// once the controller accepts it again, it governs its pods.
+func TestSelectPolicySkipsARejectedPolicy(t *testing.T) {
+	covering := selecting("covering", 0, "purple")
+	covering.Status.Conditions = []metav1.Condition{{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonDestinationCoversCluster}}
+	fine := selecting("fine", 1, "purple")
+	got, err := SelectPolicy([]EgressNATPolicy{covering, fine}, map[string]string{"team": "purple"}, nil)
+	if err != nil || got == nil || got.Name != "fine" {
+		t.Fatalf("SelectPolicy = %v, %v; want fine (covering is rejected)", got, err)
+	}
+	for _, reason := range []string{ReasonNoGatewayNodeUp, ReasonShadowedByOlderPolicy} {
+		covering.Status.Conditions[0].Reason = reason
+		if covering.Rejected() {
+			t.Errorf("a policy Ready=False with %s counts as rejected: it must still steer (its fail mode)", reason)
+		}
+		got, err := SelectPolicy([]EgressNATPolicy{covering, fine}, map[string]string{"team": "purple"}, nil)
+		if err != nil || got == nil || got.Name != "covering" {
+			t.Errorf("with reason %s: SelectPolicy = %v, %v; want covering", reason, got, err)
+		}
+	}
+}

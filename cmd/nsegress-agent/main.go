@@ -42,7 +42,14 @@ type options struct {
 	resync                                                              time.Duration
 	uplink                                                              string
 	vxlanPort                                                           uint16
+	anyTunnelSource                                                     bool
 }
+
+// Values of -tunnel-sources.
+const (
+	tunnelSourcesPodRanges = "pod-ranges"
+	tunnelSourcesAny       = "any"
+)
 
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
@@ -86,8 +93,17 @@ func parse(args []string) (string, options, error) {
 		defPort = p
 	}
 	port := fs.Uint("vxlan-port", uint(defPort), "the VXLAN UDP port of the policy tunnels (avoid 4789 and 8472, used by Calico, flannel and Cilium)")
+	sources := fs.String("tunnel-sources", envOr("NSEGRESS_TUNNEL_SOURCES", tunnelSourcesPodRanges),
+		`which inner sources a node may tunnel: "pod-ranges" (its Node's spec.podCIDRs; a node without them may send any) or "any" (for an IPAM that ignores the nodes' ranges)`)
 	if err := fs.Parse(args[1:]); err != nil {
 		return "", o, err
+	}
+	switch *sources {
+	case tunnelSourcesPodRanges:
+	case tunnelSourcesAny:
+		o.anyTunnelSource = true
+	default:
+		return "", o, fmt.Errorf("-tunnel-sources %q: want %q or %q", *sources, tunnelSourcesPodRanges, tunnelSourcesAny)
 	}
 	if *port == 0 || *port > 65535 {
 		return "", o, fmt.Errorf("-vxlan-port %d is not a UDP port", *port)

@@ -28,6 +28,22 @@ func TestParseDefaultsAndErrors(t *testing.T) {
 	}
 }
 
+func TestTunnelSourcesFromFlagOrEnvironment(t *testing.T) {
+	if _, o, err := parse([]string{"run"}); err != nil || o.anyTunnelSource {
+		t.Fatalf("default: any = %v, %v; want pod ranges", o.anyTunnelSource, err)
+	}
+	t.Setenv("NSEGRESS_TUNNEL_SOURCES", "any")
+	if _, o, err := parse([]string{"run"}); err != nil || !o.anyTunnelSource {
+		t.Errorf("NSEGRESS_TUNNEL_SOURCES=any: any = %v, %v", o.anyTunnelSource, err)
+	}
+	if _, o, err := parse([]string{"run", "-tunnel-sources", "pod-ranges"}); err != nil || o.anyTunnelSource {
+		t.Errorf("the flag wins over the environment: any = %v, %v", o.anyTunnelSource, err)
+	}
+	if _, _, err := parse([]string{"run", "-tunnel-sources", "all"}); err == nil || !strings.Contains(err.Error(), `-tunnel-sources "all"`) {
+		t.Errorf("a bad value: %v, want an error naming it", err)
+	}
+}
+
 func TestVXLANPortFromFlagOrEnvironment(t *testing.T) {
 	_, o, err := parse([]string{"run"})
 	if err != nil || o.vxlanPort != 8479 {

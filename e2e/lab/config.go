@@ -41,6 +41,10 @@ var (
 // BackendPort is the TCP port every backend's echo server listens on.
 const BackendPort = 80
 
+// PodEchoPort is where the test suites' echo pods listen; on-prem hosts
+// may connect in to it through the firewall.
+const PodEchoPort = 8080
+
 // Config says what cluster to build. The zero value is not useful; start
 // from DefaultConfig.
 type Config struct {

@@ -35,6 +35,9 @@ func firewallRuleset(backends []Backend) string {
 	for _, b := range backends {
 		fmt.Fprintf(&allow, "\t\tip saddr %s ip daddr %s tcp dport %d accept\n", b.AllowedFrom, b.IP, b.Port)
 	}
+	// On-prem clients may connect in to the pods' echo port (a reply
+	// that left with an egress IP would not match their connection).
+	fmt.Fprintf(&allow, "\t\tip saddr %s ip daddr %s tcp dport %d accept\n", OnPremPrefix, PodPrefix, PodEchoPort)
 	return fmt.Sprintf(`table ip lab-firewall {
 	set dropped {
 		type ipv4_addr
@@ -148,6 +151,21 @@ func parseDropCounters(js []byte) (map[netip.Addr]uint64, error) {
 		}
 	}
 	return out, nil
+}
+
+// HostExec runs a short command on a lab host outside the cluster, in
+// its network namespace: "firewall" (on the node network and on-prem) or
+// a backend ("backend-1", …, on-prem). An argv[0] of "labbox" runs the
+// lab's labbox binary.
+func (l *Lab) HostExec(ctx context.Context, name string, argv ...string) ([]byte, error) {
+	h := l.host(name)
+	if h == nil || (name != "firewall" && !strings.HasPrefix(name, "backend-")) {
+		return nil, fmt.Errorf("no host %q outside the cluster in the lab (firewall, backend-N)", name)
+	}
+	if len(argv) > 0 && argv[0] == "labbox" {
+		argv = append([]string{l.cfg.Labbox}, argv[1:]...)
+	}
+	return l.run(ctx, h, nil, argv...)
 }
 
 // FirewallAllow opens a hole in the firewall for src to the backend, for

@@ -145,9 +145,11 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 		}
 		l.nodes = append(l.nodes, n)
 	}
-	// Routes between nodes' pod ranges on the underlay, as kindnet sets up.
+	// Routes between nodes' pod ranges on the underlay, as kindnet sets up;
+	// the firewall, the on-prem router, knows them too, so that on-prem
+	// clients can connect in to pods.
 	for _, n := range l.nodes {
-		for _, h := range append([]*host{cp}, l.nodeHosts()...) {
+		for _, h := range append([]*host{cp, l.host("firewall")}, l.nodeHosts()...) {
 			if h == n.host {
 				continue
 			}
@@ -176,6 +178,9 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 				return err
 			}
 			if err := l.waitNodeReady(gctx, n, 90*time.Second); err != nil {
+				return err
+			}
+			if err := l.publishPodCIDR(gctx, n); err != nil {
 				return err
 			}
 			// After the Node exists: kube-proxy reads its addresses.

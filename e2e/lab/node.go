@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Node is one worker or gateway node of the lab.
@@ -394,6 +395,22 @@ conntrack:
 	})
 	if err != nil {
 		return fmt.Errorf("kube-proxy on %s: %w\n%s", n.Name, err, p.tail(30))
+	}
+	return nil
+}
+
+// publishPodCIDR writes the node's pod range into its Node's
+// spec.podCIDR(s), as a cluster's node IPAM (the controller manager's
+// --allocate-node-cidrs) does: what overlays and nsegress's tunnel source
+// check read. Fields that are set already are left alone, as the API
+// server refuses to change them.
+func (l *Lab) publishPodCIDR(ctx context.Context, n *Node) error {
+	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, n.PodCIDR, n.PodCIDR)
+	_, err := l.client.CoreV1().Nodes().Patch(c, n.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+	if err != nil {
+		return fmt.Errorf("node %s: publish pod range %s: %w", n.Name, n.PodCIDR, err)
 	}
 	return nil
 }
