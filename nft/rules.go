@@ -36,11 +36,19 @@ func preroutingRules(pols []Policy, prefix string) [][]expr.Any {
 			// holds: mark it so that it is SNATed like local pods'.
 			rules = append(rules, concat(ifnameIs(expr.MetaKeyIIFNAME, p.Device),
 				setMark(p.ID), setCtMark(p.ID), verdict(expr.VerdictAccept)))
+			// Replies (un-NATed by now) to pods of the nodes that
+			// replies return to: the mark routes them back into the
+			// tunnel, towards the pod's node (docs/design.md §7).
+			rules = append(rules, concat(ctReply(), ctMarkIs(p.ID), daddrIn(setReturns),
+				setMark(p.ID), verdict(expr.VerdictAccept)))
 		case ModeTunnel:
 			// Replies of connections this node sent into the tunnel
-			// come back out of it (the gateway un-NATs them).
+			// come back out of it (the gateway un-NATs them). The mark
+			// lets the reverse-path check find the policy's table,
+			// whose route points into the tunnel; the forwarding lookup
+			// takes the main table ("iif <device>" rule).
 			rules = append(rules, concat(ifnameIs(expr.MetaKeyIIFNAME, p.Device),
-				ctReply(), ctMarkIs(p.ID), verdict(expr.VerdictAccept)))
+				ctReply(), ctMarkIs(p.ID), setMark(p.ID), verdict(expr.VerdictAccept)))
 		}
 	}
 	// Any other tunnel ingress, e.g. from a gateway that no longer holds
@@ -97,10 +105,30 @@ func forwardRules(pols []Policy, mss, port uint16) [][]expr.Any {
 		if p.Mode != ModeTunnel {
 			continue
 		}
+		// A reply that came back out of the tunnel has done with its
+		// mark (the reverse-path check): clear it before the leak guard.
+		rules = append(rules, concat(ifnameIs(expr.MetaKeyIIFNAME, p.Device), clearMark()))
 		rules = append(rules, concat(markIs(p.ID),
 			ifnameIsNot(expr.MetaKeyOIFNAME, p.Device), verdict(expr.VerdictDrop)))
 	}
 	return rules
+}
+
+// daddrIn is "ip daddr @set".
+func daddrIn(set string) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Lookup{SourceRegister: reg1, SetName: set},
+	}
+}
+
+// clearMark is "meta mark set meta mark & ~MarkMask".
+func clearMark() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+		maskReg(^MarkMask, 0),
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
+	}
 }
 
 // mssClampRule is "ct mark & MarkMask != 0 tcp flags & (syn|rst) == syn
@@ -148,11 +176,7 @@ func snatRules(pols []Policy) [][]expr.Any {
 // a tunnel device: the outer VXLAN packet inherits the mark and would be
 // routed back into the tunnel (docs/design.md §7, first pitfall).
 func clearMarkRule(prefix string) []expr.Any {
-	return concat(ifnamePrefix(expr.MetaKeyOIFNAME, prefix), []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
-		maskReg(^MarkMask, 0),
-		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
-	})
+	return concat(ifnamePrefix(expr.MetaKeyOIFNAME, prefix), clearMark())
 }
 
 // udpDport matches UDP packets to port.

@@ -16,6 +16,7 @@ import (
 const (
 	setSources        = "sources"
 	setHeld           = "held"
+	setReturns        = "returns"
 	mapPods           = "pods"
 	chainPrerouting   = "prerouting"
 	chainForward      = "forward"
@@ -100,6 +101,8 @@ func build(s State) desired {
 	d := desired{pods: make(map[PodKey]string, len(s.Pods)), guards: s.Guards}
 	d.sets = append(d.sets, setSpec{set: sourcesSet(), elems: sourceElems(s.TunnelPeers)})
 	d.sets = append(d.sets, setSpec{set: heldSet(), elems: addrElems(s.HeldIPs)})
+	d.sets = append(d.sets, setSpec{set: nftables.Set{Name: setReturns, KeyType: nftables.TypeIPAddr, Interval: true},
+		elems: intervalElems(s.ReturnRanges)})
 	for _, p := range pols {
 		d.sets = append(d.sets, setSpec{set: destSet(p.ID), elems: intervalElems(p.Destinations)})
 	}

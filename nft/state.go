@@ -133,6 +133,11 @@ type State struct {
 	// the node's underlay address. Tunnel traffic arriving on any other
 	// interface (a pod's, the loopback) is dropped.
 	Uplink string
+	// ReturnRanges are the pod ranges of the nodes that a gateway returns
+	// replies to through the tunnel (the policies' Returns, all nodes'
+	// ranges but its own): a reply of a tunnelled connection to one of
+	// them gets its policy's mark, which routes it into the tunnel.
+	ReturnRanges []netip.Prefix
 	// TunnelPeers are the nodes allowed to send VXLAN to this node, each
 	// with the inner source addresses it may tunnel.
 	TunnelPeers []TunnelPeer
@@ -177,6 +182,11 @@ func (s *State) Validate() error {
 			return fmt.Errorf("nft: policy %d: device %q is also the device of policy %d", p.ID, p.Device, other)
 		}
 		seenDev[p.Device] = p.ID
+	}
+	for _, r := range s.ReturnRanges {
+		if !r.IsValid() || !r.Addr().Is4() {
+			return fmt.Errorf("nft: return range %s is not an IPv4 prefix", r)
+		}
 	}
 	for _, ip := range s.HeldIPs {
 		if !ip.Is4() {

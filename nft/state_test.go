@@ -206,7 +206,7 @@ func TestBuildOrdersPoliciesAndNamesObjects(t *testing.T) {
 	for _, cs := range d.chains {
 		chains = append(chains, cs.name)
 	}
-	if got, want := strings.Join(sets, ","), "sources,held,dst_3,dst_4,dst_7,dst_9"; got != want {
+	if got, want := strings.Join(sets, ","), "sources,held,returns,dst_3,dst_4,dst_7,dst_9"; got != want {
 		t.Errorf("sets = %s, want %s", got, want)
 	}
 	if got, want := strings.Join(chains, ","), "pol_3,pol_4,pol_7,pol_9,prerouting,forward,postrouting_nat,postrouting,input,output"; got != want {

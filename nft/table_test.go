@@ -29,6 +29,7 @@ func twoPolicies() State {
 		Uplink:     "eth0",
 		TunnelPeers: []TunnelPeer{{Addr: netip.MustParseAddr("10.0.0.1"), Sources: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}},
 			{Addr: netip.MustParseAddr("10.0.0.2")}},
+		ReturnRanges: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("10.244.3.0/24")},
 		DevicePrefix: "nsg",
 	}
 }

@@ -24,8 +24,8 @@ func Apply(p Plan) (added []netip.Addr, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("uplink %s: %w", p.Uplink, err)
 	}
-	// The rules at nsegress's priority, listed once: each tunnel's rule
-	// and the stale ones are told apart by their table.
+	// The rules at nsegress's priorities, listed once: each tunnel's rules
+	// and the stale ones are told apart by their table or input device.
 	rules, err := ourRules()
 	if err != nil {
 		return nil, err
@@ -55,14 +55,21 @@ func ensureTunnel(p Plan, uplink netlink.Link, t Tunnel, rules []netlink.Rule) e
 	if err := syncRoutes(link, t); err != nil {
 		return err
 	}
-	if t.Mode == nft.ModeTunnel {
-		if err := pointAtGateway(link, t.Gateway); err != nil {
-			return err
-		}
-	} else if err := forgetGateway(link); err != nil {
+	switch t.Mode {
+	case nft.ModeTunnel:
+		err = pointAtGateway(link, t.Gateway)
+	case nft.ModeLocal:
+		err = pointAtNodes(link, t.Returns)
+	default:
+		err = forgetGateway(link)
+	}
+	if err != nil {
 		return err
 	}
-	return syncRule(t, rules)
+	if err := syncRule(t, rules); err != nil {
+		return err
+	}
+	return syncReturnRule(t, rules)
 }
 
 // removeStale deletes the devices, rules and tables of policies the node
@@ -86,6 +93,15 @@ func removeStale(keep map[uint16]bool, rules []netlink.Rule) error {
 	}
 	keepTable := func(t int) bool { return t > TableBase && keep[uint16(t-TableBase)] }
 	for _, r := range rules {
+		if r.Priority == ReturnRulePriority {
+			if !devices[r.IifName] {
+				// ENOENT: the rule is gone already.
+				if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, syscall.ENOENT) {
+					return fmt.Errorf("remove rule iif %s: %w", r.IifName, err)
+				}
+			}
+			continue
+		}
 		if ownedTable(r.Table) && !keepTable(r.Table) {
 			// ENOENT: the rule is gone already, which is what we want.
 			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, syscall.ENOENT) {

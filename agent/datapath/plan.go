@@ -42,6 +42,12 @@ const (
 	// RulePriority is the preference of nsegress's fwmark rules: before
 	// the main table (32766), after the local table (0).
 	RulePriority = 1900
+	// ReturnRulePriority is the preference of the rules "iif nsg<ID>
+	// lookup main", just before the fwmark rules: a reply that comes back
+	// out of the tunnel carries the policy's mark for the reverse-path
+	// check (whose lookup has no input interface) but is forwarded to
+	// the pod by the main table.
+	ReturnRulePriority = RulePriority - 1
 	// vxlanOverhead is what VXLAN over IPv4 adds to a frame.
 	vxlanOverhead = 50
 )
@@ -70,6 +76,12 @@ type Tunnel struct {
 	// the reverse-path check of tunnel traffic (docs/design.md §7: strict
 	// rp_filter) and never the forwarding of that traffic.
 	Destinations []netip.Prefix
+	// Returns are the other nodes whose pods' replies this gateway sends
+	// back through the tunnel (ModeLocal), each with its pod ranges: the
+	// replies then arrive at the pod's node on the device its request
+	// left by, which a strict reverse-path check on an overlay primary
+	// requires (docs/design.md §7).
+	Returns []Return
 	// Generation tells apart the policies that held this tunnel ID over
 	// time (TunnelGeneration); 0 when unknown. It is the upper half of
 	// the device's VXLAN network identifier (VNI), so that a node still
@@ -77,6 +89,13 @@ type Tunnel struct {
 	// no device for: the kernel drops it instead of SNATing one policy's
 	// pods to another's egress IP.
 	Generation uint16
+}
+
+// Return is a node that replies are tunnelled back to, and its pods'
+// ranges.
+type Return struct {
+	Node   netip.Addr
+	Ranges []netip.Prefix
 }
 
 // maxGeneration is the largest Generation: 12 bits, above the 12 of the
@@ -191,6 +210,16 @@ func (t Tunnel) validate() error {
 	for _, d := range t.Destinations {
 		if !d.Addr().Is4() {
 			return fmt.Errorf("datapath plan: tunnel %d: destination %s is not IPv4", t.ID, d)
+		}
+	}
+	for _, r := range t.Returns {
+		if !r.Node.Is4() {
+			return fmt.Errorf("datapath plan: tunnel %d: return node %q is not an IPv4 address", t.ID, r.Node)
+		}
+		for _, p := range r.Ranges {
+			if !p.Addr().Is4() {
+				return fmt.Errorf("datapath plan: tunnel %d: return range %s of node %s is not IPv4", t.ID, p, r.Node)
+			}
 		}
 	}
 	return nil

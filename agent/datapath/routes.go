@@ -15,7 +15,8 @@ import (
 )
 
 // syncRoutes gives the policy's table its route into the tunnel and, on
-// the gateway, throw routes for the destinations.
+// the gateway, throw routes for the destinations and a route into the
+// tunnel for each return node's pod ranges, by way of that node.
 //
 // The wanted routes are put in place first and the unwanted ones removed
 // after, from a listing taken after the replace: the table never lacks a
@@ -29,6 +30,12 @@ func syncRoutes(link netlink.Link, t Tunnel) error {
 	if t.Mode == nft.ModeLocal {
 		for _, d := range t.Destinations {
 			want = append(want, netlink.Route{Table: t.Table(), Dst: prefixNet(d), Type: unix.RTN_THROW})
+		}
+		for _, r := range t.Returns {
+			for _, p := range r.Ranges {
+				want = append(want, netlink.Route{LinkIndex: link.Attrs().Index, Table: t.Table(), Dst: prefixNet(p.Masked()),
+					Type: unix.RTN_UNICAST, Gw: net.IP(r.Node.AsSlice()), Flags: int(netlink.FLAG_ONLINK)})
+			}
 		}
 	}
 	for i := range want {
@@ -132,7 +139,40 @@ func addRule(t Tunnel) error {
 	return nil
 }
 
-// ourRules lists the IPv4 rules at nsegress's priority.
+// syncReturnRule keeps "iif <device> lookup main" at ReturnRulePriority
+// for tunnel and local modes and removes it otherwise; rules are
+// nsegress's rules as listed before.
+func syncReturnRule(t Tunnel, rules []netlink.Rule) error {
+	want := t.Mode == nft.ModeTunnel || t.Mode == nft.ModeLocal
+	found := false
+	for _, r := range rules {
+		if r.Priority != ReturnRulePriority || r.IifName != t.Device() {
+			continue
+		}
+		if want && !found && r.Table == unix.RT_TABLE_MAIN && r.Mark == 0 {
+			found = true
+			continue
+		}
+		// ENOENT: the rule is gone already.
+		if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("remove rule iif %s: %w", t.Device(), err)
+		}
+	}
+	if !want || found {
+		return nil
+	}
+	r := netlink.NewRule()
+	r.Family = unix.AF_INET
+	r.Priority = ReturnRulePriority
+	r.IifName = t.Device()
+	r.Table = unix.RT_TABLE_MAIN
+	if err := netlink.RuleAdd(r); err != nil {
+		return fmt.Errorf("rule iif %s lookup main: %w", t.Device(), err)
+	}
+	return nil
+}
+
+// ourRules lists the IPv4 rules at nsegress's priorities.
 func ourRules() ([]netlink.Rule, error) {
 	rules, err := ruleList()
 	if err != nil {
@@ -140,7 +180,7 @@ func ourRules() ([]netlink.Rule, error) {
 	}
 	var out []netlink.Rule
 	for _, r := range rules {
-		if r.Priority == RulePriority {
+		if r.Priority == RulePriority || r.Priority == ReturnRulePriority {
 			out = append(out, r)
 		}
 	}

@@ -35,12 +35,22 @@ func workerPlan() Plan {
 	}}}
 }
 
-// nftState is the node's nft state for plan p: each tunnel's Policy, as
-// the node role derives it.
+// nftState is the node's nft state for plan p: each tunnel's Policy, the
+// return ranges of the local ones, and the peers, a gateway's allowed
+// sources widened by the destinations it returns replies from, as the
+// node role derives them.
 func nftState(p Plan, pods map[nft.PodKey]uint16) nft.State {
 	var policies []nft.Policy
+	gatewaySources := []netip.Prefix{gatewayPods}
+	var returns []netip.Prefix
 	for _, t := range p.Tunnels {
 		policies = append(policies, t.Policy())
+		for _, r := range t.Returns {
+			returns = append(returns, r.Ranges...)
+		}
+		if t.Mode == nft.ModeTunnel {
+			gatewaySources = append(gatewaySources, t.Destinations...)
+		}
 	}
 	return nft.State{
 		Policies:     policies,
@@ -48,16 +58,19 @@ func nftState(p Plan, pods map[nft.PodKey]uint16) nft.State {
 		MSS:          MSS(DeviceMTU(1500)),
 		TunnelPort:   DefaultPort,
 		Uplink:       "eth0",
-		TunnelPeers:  []nft.TunnelPeer{{Addr: workerIP, Sources: []netip.Prefix{workerPods}}, {Addr: gatewayIP, Sources: []netip.Prefix{gatewayPods}}},
+		ReturnRanges: returns,
+		TunnelPeers:  []nft.TunnelPeer{{Addr: workerIP, Sources: []netip.Prefix{workerPods}}, {Addr: gatewayIP, Sources: gatewaySources}},
 		DevicePrefix: DevicePrefix,
 	}
 }
 
-// gatewayPlan is the gateway's side of policy 1: it holds the egress IP
-// and takes the policy's tunnel traffic.
+// gatewayPlan is the gateway's side of policy 1: it holds the egress IP,
+// takes the policy's tunnel traffic and returns the replies to the
+// worker's pods through the tunnel.
 func gatewayPlan() Plan {
 	return Plan{Uplink: "eth0", NodeIP: gatewayIP, Port: DefaultPort, FloatingIPs: []netip.Addr{egressIP},
-		Tunnels: []Tunnel{{ID: 1, Mode: nft.ModeLocal, EgressIP: egressIP, Destinations: []netip.Prefix{backendNs}}}}
+		Tunnels: []Tunnel{{ID: 1, Mode: nft.ModeLocal, EgressIP: egressIP, Destinations: []netip.Prefix{backendNs},
+			Returns: []Return{{Node: workerIP, Ranges: []netip.Prefix{workerPods}}}}}}
 }
 
 // applyPlan runs Apply inside n.

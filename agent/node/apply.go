@@ -156,7 +156,7 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 	}
 	d, err := plan(v, facts{
 		nodeName: r.cfg.NodeName, port: r.cfg.Port, uplink: uplink, uplinkMTU: mtu,
-		records: recs, held: held, pods: pods, now: r.now(), anySource: r.cfg.AnyTunnelSource,
+		records: recs, held: held, pods: pods, now: r.now(), ignorePodRanges: r.cfg.IgnorePodRanges,
 	})
 	if err != nil {
 		return "", nil, err

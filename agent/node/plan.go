@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/api/v1alpha1"
 	"github.com/nsegress/nsegress/nft"
@@ -34,8 +36,9 @@ type facts struct {
 	pods map[nft.PodKey]uint16
 	// now is when the plan is made.
 	now time.Time
-	// anySource accepts any inner source from a node (Config.AnyTunnelSource).
-	anySource bool
+	// ignorePodRanges: the nodes' spec.podCIDRs are not where their pods
+	// are (Config.IgnorePodRanges).
+	ignorePodRanges bool
 }
 
 // desired is the node's whole desired state.
@@ -69,8 +72,15 @@ func plan(v view, f facts) (desired, error) {
 			TunnelPort:   f.port,
 			Uplink:       f.uplink,
 			DevicePrefix: datapath.DevicePrefix,
-			TunnelPeers:  tunnelPeers(v, f.anySource),
+			TunnelPeers:  tunnelPeers(v, f.ignorePodRanges),
 		},
+	}
+	var returns []datapath.Return
+	if !f.ignorePodRanges {
+		returns = returnNodes(v, f.nodeName)
+		for _, r := range returns {
+			d.nft.ReturnRanges = append(d.nft.ReturnRanges, r.Ranges...)
+		}
 	}
 	// One plan per policy feeds both the links and the nft table.
 	for i := range v.policies {
@@ -83,10 +93,12 @@ func plan(v view, f facts) (desired, error) {
 		t.Mode, t.Gateway = mode(v, p, f.nodeName)
 		if t.Mode == nft.ModeLocal {
 			t.EgressIP, _ = netip.ParseAddr(p.Status.EgressIP) // mode checked it parses
+			t.Returns = returns
 		}
 		d.links.Tunnels = append(d.links.Tunnels, t)
 		d.nft.Policies = append(d.nft.Policies, t.Policy())
 	}
+	allowReplies(d.nft.TunnelPeers, d.links.Tunnels)
 	d.links.FloatingIPs, d.links.ReleasedIPs = floatingIPs(v, f.nodeName, f.held)
 	d.nft.HeldIPs = d.links.FloatingIPs
 	d.held = slices.Concat(f.held, d.links.FloatingIPs)
@@ -102,7 +114,7 @@ func plan(v view, f facts) (desired, error) {
 // its IPv4 pod ranges (spec.podCIDRs): the nodes allowed to send to this
 // node's tunnel port and the inner sources each may send. A node without
 // a range, or every node when any is set, may send any inner source.
-func tunnelPeers(v view, any bool) []nft.TunnelPeer {
+func tunnelPeers(v view, ignoreRanges bool) []nft.TunnelPeer {
 	var peers []nft.TunnelPeer
 	for _, n := range v.nodes {
 		ip, err := internalIP(n)
@@ -110,15 +122,62 @@ func tunnelPeers(v view, any bool) []nft.TunnelPeer {
 			continue
 		}
 		p := nft.TunnelPeer{Addr: ip}
-		for _, c := range n.Spec.PodCIDRs {
-			if r, err := netip.ParsePrefix(c); err == nil && r.Addr().Is4() && !any {
-				p.Sources = append(p.Sources, r.Masked())
-			}
+		if !ignoreRanges {
+			p.Sources = podRanges(n)
 		}
 		peers = append(peers, p)
 	}
 	slices.SortFunc(peers, func(a, b nft.TunnelPeer) int { return a.Addr.Compare(b.Addr) })
 	return peers
+}
+
+// returnNodes are the nodes other than self with an IPv4 InternalIP and
+// IPv4 pod ranges, sorted: a gateway returns replies to their pods
+// through the tunnel.
+func returnNodes(v view, self string) []datapath.Return {
+	var out []datapath.Return
+	for _, n := range v.nodes {
+		if n.Name == self {
+			continue
+		}
+		ip, err := internalIP(n)
+		if err != nil {
+			continue
+		}
+		if r := podRanges(n); len(r) > 0 {
+			out = append(out, datapath.Return{Node: ip, Ranges: r})
+		}
+	}
+	slices.SortFunc(out, func(a, b datapath.Return) int { return a.Node.Compare(b.Node) })
+	return out
+}
+
+// podRanges are a node's IPv4 spec.podCIDRs, masked.
+func podRanges(n *corev1.Node) []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range n.Spec.PodCIDRs {
+		if r, err := netip.ParsePrefix(c); err == nil && r.Addr().Is4() {
+			out = append(out, r.Masked())
+		}
+	}
+	return out
+}
+
+// allowReplies lets each gateway that this node tunnels a policy's
+// traffic to send, as inner sources, the policy's destinations: the
+// replies it returns through the tunnel. A peer with no ranges may send
+// any source already.
+func allowReplies(peers []nft.TunnelPeer, tunnels []datapath.Tunnel) {
+	for _, t := range tunnels {
+		if t.Mode != nft.ModeTunnel {
+			continue
+		}
+		for i := range peers {
+			if peers[i].Addr == t.Gateway && len(peers[i].Sources) > 0 {
+				peers[i].Sources = append(peers[i].Sources, t.Destinations...)
+			}
+		}
+	}
 }
 
 // mode decides how the node called self handles a policy's traffic, and

@@ -266,9 +266,9 @@ func TestPlanTiesEachTunnelPeerToItsPodRanges(t *testing.T) {
 		t.Errorf("TunnelPeers = %v, want %v (IPv4 ranges, masked)", got, want)
 	}
 	f := testFacts()
-	f.anySource = true
+	f.ignorePodRanges = true
 	if got := mustPlan(t, view{nodes: nodes}, f).nft.TunnelPeers; !reflect.DeepEqual(got, allPeers) {
-		t.Errorf("with anySource, TunnelPeers = %v, want %v (no ranges)", got, allPeers)
+		t.Errorf("with ignorePodRanges, TunnelPeers = %v, want %v (no ranges)", got, allPeers)
 	}
 }
 
@@ -538,5 +538,60 @@ func TestSteeredPodsOnABridgeAreGuardedOnTheirPorts(t *testing.T) {
 	got := mustPlan(t, v, f).nft.Guards
 	if want := map[netip.Addr]string{netip.MustParseAddr("198.18.1.2"): "veth-a"}; !maps.Equal(got, want) {
 		t.Errorf("guards = %v, want %v", got, want)
+	}
+}
+
+// TestPlanReturnsRepliesThroughTheTunnel: a gateway routes the replies of
+// tunnelled connections back into the tunnel, towards each other node
+// whose pod ranges it knows, and a worker lets its gateway send those
+// replies (the policy's destinations) as inner sources.
+func TestPlanReturnsRepliesThroughTheTunnel(t *testing.T) {
+	nodes := testNodes()
+	nodes["gw-1"].Spec.PodCIDRs = []string{"198.18.1.0/24"}
+	nodes["gw-2"].Spec.PodCIDRs = []string{"198.18.3.0/24", "fd00:3::/64"}
+	nodes[thisNode].Spec.PodCIDRs = []string{"198.18.2.0/24"}
+	local := policy("purple", 7, gateway(thisNode, "198.51.100.101"))
+	tunnelled := policy("darkblue", 8, gateway("gw-1", "198.51.100.102"), withDestinations("203.0.113.8/29"))
+
+	d := mustPlan(t, view{nodes: nodes, policies: []v1alpha1.EgressNATPolicy{local, tunnelled}}, testFacts())
+	wantReturns := []datapath.Return{
+		{Node: netip.MustParseAddr("10.0.0.3"), Ranges: []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24")}},
+		{Node: netip.MustParseAddr("10.0.0.21"), Ranges: []netip.Prefix{netip.MustParsePrefix("198.18.1.0/24")}},
+	}
+	for _, tun := range d.links.Tunnels {
+		switch tun.Mode {
+		case nft.ModeLocal:
+			if !reflect.DeepEqual(tun.Returns, wantReturns) {
+				t.Errorf("local tunnel %d returns to %v, want %v (other nodes with IPv4 ranges, sorted)", tun.ID, tun.Returns, wantReturns)
+			}
+		default:
+			if tun.Returns != nil {
+				t.Errorf("tunnel %d in mode %v returns to %v, want none (only a gateway returns replies)", tun.ID, tun.Mode, tun.Returns)
+			}
+		}
+	}
+	if want := []netip.Prefix{netip.MustParsePrefix("198.18.3.0/24"), netip.MustParsePrefix("198.18.1.0/24")}; !reflect.DeepEqual(d.nft.ReturnRanges, want) {
+		t.Errorf("ReturnRanges = %v, want %v", d.nft.ReturnRanges, want)
+	}
+	for _, p := range d.nft.TunnelPeers {
+		if p.Addr != netip.MustParseAddr("10.0.0.21") {
+			continue
+		}
+		want := []netip.Prefix{netip.MustParsePrefix("198.18.1.0/24"), netip.MustParsePrefix("203.0.113.8/29")}
+		if !reflect.DeepEqual(p.Sources, want) {
+			t.Errorf("gw-1 may tunnel %v, want its pods and darkblue's destinations %v", p.Sources, want)
+		}
+	}
+
+	f := testFacts()
+	f.ignorePodRanges = true
+	d = mustPlan(t, view{nodes: nodes, policies: []v1alpha1.EgressNATPolicy{local, tunnelled}}, f)
+	if d.nft.ReturnRanges != nil {
+		t.Errorf("with ignorePodRanges, ReturnRanges = %v, want none", d.nft.ReturnRanges)
+	}
+	for _, tun := range d.links.Tunnels {
+		if tun.Returns != nil {
+			t.Errorf("with ignorePodRanges, tunnel %d returns to %v, want none", tun.ID, tun.Returns)
+		}
 	}
 }

@@ -43,10 +43,11 @@ type Config struct {
 	StateDir string
 	// Port is the VXLAN UDP port (datapath.DefaultPort when 0).
 	Port uint16
-	// AnyTunnelSource lets a node tunnel any inner source, not only its
-	// pod range (spec.podCIDRs): for primaries whose IPAM ignores the
-	// nodes' ranges.
-	AnyTunnelSource bool
+	// IgnorePodRanges says that pods are not where their Nodes'
+	// spec.podCIDRs say (an IPAM that ignores them): a node may then
+	// tunnel any inner source, and replies are not returned through the
+	// tunnel.
+	IgnorePodRanges bool
 	// Uplink names the underlay interface; empty finds the one holding
 	// the node's InternalIP.
 	Uplink string

@@ -42,13 +42,13 @@ type options struct {
 	resync                                                              time.Duration
 	uplink                                                              string
 	vxlanPort                                                           uint16
-	anyTunnelSource                                                     bool
+	ignorePodRanges                                                     bool
 }
 
-// Values of -tunnel-sources.
+// Values of -pod-ranges.
 const (
-	tunnelSourcesPodRanges = "pod-ranges"
-	tunnelSourcesAny       = "any"
+	podRangesNode   = "node"
+	podRangesIgnore = "ignore"
 )
 
 func envOr(name, def string) string {
@@ -93,17 +93,17 @@ func parse(args []string) (string, options, error) {
 		defPort = p
 	}
 	port := fs.Uint("vxlan-port", uint(defPort), "the VXLAN UDP port of the policy tunnels (avoid 4789 and 8472, used by Calico, flannel and Cilium)")
-	sources := fs.String("tunnel-sources", envOr("NSEGRESS_TUNNEL_SOURCES", tunnelSourcesPodRanges),
-		`which inner sources a node may tunnel: "pod-ranges" (its Node's spec.podCIDRs; a node without them may send any) or "any" (for an IPAM that ignores the nodes' ranges)`)
+	ranges := fs.String("pod-ranges", envOr("NSEGRESS_POD_RANGES", podRangesNode),
+		`"node": each node's pods are in its Node's spec.podCIDRs (tunnel source check, replies through the tunnel); "ignore": the IPAM ignores them`)
 	if err := fs.Parse(args[1:]); err != nil {
 		return "", o, err
 	}
-	switch *sources {
-	case tunnelSourcesPodRanges:
-	case tunnelSourcesAny:
-		o.anyTunnelSource = true
+	switch *ranges {
+	case podRangesNode:
+	case podRangesIgnore:
+		o.ignorePodRanges = true
 	default:
-		return "", o, fmt.Errorf("-tunnel-sources %q: want %q or %q", *sources, tunnelSourcesPodRanges, tunnelSourcesAny)
+		return "", o, fmt.Errorf("-pod-ranges %q: want %q or %q", *ranges, podRangesNode, podRangesIgnore)
 	}
 	if *port == 0 || *port > 65535 {
 		return "", o, fmt.Errorf("-vxlan-port %d is not a UDP port", *port)

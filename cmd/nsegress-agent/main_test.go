@@ -28,18 +28,18 @@ func TestParseDefaultsAndErrors(t *testing.T) {
 	}
 }
 
-func TestTunnelSourcesFromFlagOrEnvironment(t *testing.T) {
-	if _, o, err := parse([]string{"run"}); err != nil || o.anyTunnelSource {
-		t.Fatalf("default: any = %v, %v; want pod ranges", o.anyTunnelSource, err)
+func TestPodRangesFromFlagOrEnvironment(t *testing.T) {
+	if _, o, err := parse([]string{"run"}); err != nil || o.ignorePodRanges {
+		t.Fatalf("default: ignore = %v, %v; want node", o.ignorePodRanges, err)
 	}
-	t.Setenv("NSEGRESS_TUNNEL_SOURCES", "any")
-	if _, o, err := parse([]string{"run"}); err != nil || !o.anyTunnelSource {
-		t.Errorf("NSEGRESS_TUNNEL_SOURCES=any: any = %v, %v", o.anyTunnelSource, err)
+	t.Setenv("NSEGRESS_POD_RANGES", "ignore")
+	if _, o, err := parse([]string{"run"}); err != nil || !o.ignorePodRanges {
+		t.Errorf("NSEGRESS_POD_RANGES=ignore: ignore = %v, %v", o.ignorePodRanges, err)
 	}
-	if _, o, err := parse([]string{"run", "-tunnel-sources", "pod-ranges"}); err != nil || o.anyTunnelSource {
-		t.Errorf("the flag wins over the environment: any = %v, %v", o.anyTunnelSource, err)
+	if _, o, err := parse([]string{"run", "-pod-ranges", "node"}); err != nil || o.ignorePodRanges {
+		t.Errorf("the flag wins over the environment: ignore = %v, %v", o.ignorePodRanges, err)
 	}
-	if _, _, err := parse([]string{"run", "-tunnel-sources", "all"}); err == nil || !strings.Contains(err.Error(), `-tunnel-sources "all"`) {
+	if _, _, err := parse([]string{"run", "-pod-ranges", "all"}); err == nil || !strings.Contains(err.Error(), `-pod-ranges "all"`) {
 		t.Errorf("a bad value: %v, want an error naming it", err)
 	}
 }

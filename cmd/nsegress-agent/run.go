@@ -62,7 +62,7 @@ func runAgent(o options) error {
 	defer stop()
 	role := node.New(node.Config{
 		Client: client, Dynamic: dyn, NodeName: o.nodeName, StateDir: o.stateDir,
-		Port: o.vxlanPort, AnyTunnelSource: o.anyTunnelSource, Uplink: o.uplink, Resync: o.resync, Logf: logger.Printf,
+		Port: o.vxlanPort, IgnorePodRanges: o.ignorePodRanges, Uplink: o.uplink, Resync: o.resync, Logf: logger.Printf,
 	})
 	// The roles run beside the install loop. A role that returns while the
 	// agent still runs has died: it is logged and fails liveness, so that
