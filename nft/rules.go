@@ -27,7 +27,7 @@ const (
 )
 
 // preroutingRules steer tunnel ingress and pods into their policy chains.
-func preroutingRules(pols []Policy, prefix string) [][]expr.Any {
+func preroutingRules(m MarkBits, pols []Policy, prefix string) [][]expr.Any {
 	var rules [][]expr.Any
 	for _, p := range pols {
 		switch p.Mode {
@@ -35,12 +35,12 @@ func preroutingRules(pols []Policy, prefix string) [][]expr.Any {
 			// Tunnel traffic of a policy whose egress IP this node
 			// holds: mark it so that it is SNATed like local pods'.
 			rules = append(rules, concat(ifnameIs(expr.MetaKeyIIFNAME, p.Device),
-				setMark(p.ID), setCtMark(p.ID), verdict(expr.VerdictAccept)))
+				m.set(p.ID), m.setCt(p.ID), verdict(expr.VerdictAccept)))
 			// Replies (un-NATed by now) to pods of the nodes that
 			// replies return to: the mark routes them back into the
 			// tunnel, towards the pod's node (docs/design.md §7).
-			rules = append(rules, concat(ctReply(), ctMarkIs(p.ID), daddrIn(setReturns),
-				setMark(p.ID), verdict(expr.VerdictAccept)))
+			rules = append(rules, concat(ctReply(), m.ctIs(p.ID), daddrIn(setReturns),
+				m.set(p.ID), verdict(expr.VerdictAccept)))
 		case ModeTunnel:
 			// Replies of connections this node sent into the tunnel
 			// come back out of it (the gateway un-NATs them). The mark
@@ -48,7 +48,7 @@ func preroutingRules(pols []Policy, prefix string) [][]expr.Any {
 			// whose route points into the tunnel; the forwarding lookup
 			// takes the main table ("iif <device>" rule).
 			rules = append(rules, concat(ifnameIs(expr.MetaKeyIIFNAME, p.Device),
-				ctReply(), ctMarkIs(p.ID), setMark(p.ID), verdict(expr.VerdictAccept)))
+				ctReply(), m.ctIs(p.ID), m.set(p.ID), verdict(expr.VerdictAccept)))
 		}
 	}
 	// Any other tunnel ingress, e.g. from a gateway that no longer holds
@@ -68,7 +68,7 @@ func podLookupRule() []expr.Any {
 }
 
 // policyRules are the rules of a policy's chain, which its pods jump to.
-func policyRules(p Policy) [][]expr.Any {
+func policyRules(m MarkBits, p Policy) [][]expr.Any {
 	if p.Mode == ModePass {
 		return nil // traffic leaves the normal way
 	}
@@ -86,20 +86,20 @@ func policyRules(p Policy) [][]expr.Any {
 	}
 	// The ct mark lets later packets of the connection (replies, MSS
 	// clamping) be recognised after the packet mark is cleared (docs/design.md §7).
-	return [][]expr.Any{replies, notDst, concat(setMark(p.ID), setCtMark(p.ID))}
+	return [][]expr.Any{replies, notDst, concat(m.set(p.ID), m.setCt(p.ID))}
 }
 
 // forwardRules drop what a pod sends to the tunnel port, clamp the MSS
 // of tunnelled connections and keep marked packets of tunnel policies
 // from leaving any other way than the tunnel.
-func forwardRules(pols []Policy, mss, port uint16) [][]expr.Any {
+func forwardRules(m MarkBits, pols []Policy, mss, port uint16) [][]expr.Any {
 	// The tunnel's own datagrams are the node's (output), never
 	// forwarded: a forwarded one is a pod's, which the primary's
 	// masquerade would give the node's address, the one source a gateway
 	// accepts tunnel traffic from (docs/design.md §5, no borrowing).
 	rules := [][]expr.Any{concat(udpDport(port), verdict(expr.VerdictDrop))}
 	if mss != 0 {
-		rules = append(rules, mssClampRule(mss))
+		rules = append(rules, mssClampRule(m, mss))
 	}
 	for _, p := range pols {
 		if p.Mode != ModeTunnel {
@@ -107,8 +107,8 @@ func forwardRules(pols []Policy, mss, port uint16) [][]expr.Any {
 		}
 		// A reply that came back out of the tunnel has done with its
 		// mark (the reverse-path check): clear it before the leak guard.
-		rules = append(rules, concat(ifnameIs(expr.MetaKeyIIFNAME, p.Device), clearMark()))
-		rules = append(rules, concat(markIs(p.ID),
+		rules = append(rules, concat(ifnameIs(expr.MetaKeyIIFNAME, p.Device), m.clear()))
+		rules = append(rules, concat(m.is(p.ID),
 			ifnameIsNot(expr.MetaKeyOIFNAME, p.Device), verdict(expr.VerdictDrop)))
 	}
 	return rules
@@ -122,21 +122,21 @@ func daddrIn(set string) []expr.Any {
 	}
 }
 
-// clearMark is "meta mark set meta mark & ~MarkMask".
-func clearMark() []expr.Any {
+// clear is "meta mark set meta mark & ~m".
+func (m MarkBits) clear() []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
-		maskReg(^MarkMask, 0),
+		maskReg(^m.Mask(), 0),
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
 	}
 }
 
-// mssClampRule is "ct mark & MarkMask != 0 tcp flags & (syn|rst) == syn
+// mssClampRule is "ct mark & m != 0 tcp flags & (syn|rst) == syn
 // tcp option maxseg size > mss tcp option maxseg size set mss".
-func mssClampRule(mss uint16) []expr.Any {
+func mssClampRule(m MarkBits, mss uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeyMARK, Register: reg1},
-		maskReg(MarkMask, 0),
+		maskReg(m.Mask(), 0),
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: native32(0)},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
@@ -152,7 +152,7 @@ func mssClampRule(mss uint16) []expr.Any {
 }
 
 // snatRules bind the source NAT of marked connections.
-func snatRules(pols []Policy) [][]expr.Any {
+func snatRules(m MarkBits, pols []Policy) [][]expr.Any {
 	var rules [][]expr.Any
 	for _, p := range pols {
 		switch p.Mode {
@@ -160,11 +160,11 @@ func snatRules(pols []Policy) [][]expr.Any {
 			// Identity SNAT: binds the connection's NAT so that the
 			// primary CNI's masquerade (priority srcnat) does not
 			// rewrite the pod's source before the tunnel (docs/design.md §7).
-			rules = append(rules, concat(markIs(p.ID), ifnameIs(expr.MetaKeyOIFNAME, p.Device),
+			rules = append(rules, concat(m.is(p.ID), ifnameIs(expr.MetaKeyOIFNAME, p.Device),
 				[]expr.Any{&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}},
 				snatToReg()))
 		case ModeLocal:
-			rules = append(rules, concat(markIs(p.ID),
+			rules = append(rules, concat(m.is(p.ID),
 				[]expr.Any{&expr.Immediate{Register: reg1, Data: p.EgressIP.AsSlice()}},
 				snatToReg()))
 		}
@@ -175,8 +175,8 @@ func snatRules(pols []Policy) [][]expr.Any {
 // clearMarkRule clears the nsegress part of the mark of packets entering
 // a tunnel device: the outer VXLAN packet inherits the mark and would be
 // routed back into the tunnel (docs/design.md §7, first pitfall).
-func clearMarkRule(prefix string) []expr.Any {
-	return concat(ifnamePrefix(expr.MetaKeyOIFNAME, prefix), clearMark())
+func clearMarkRule(m MarkBits, prefix string) []expr.Any {
+	return concat(ifnamePrefix(expr.MetaKeyOIFNAME, prefix), m.clear())
 }
 
 // udpDport matches UDP packets to port.
@@ -256,39 +256,39 @@ func tunnelUnprivilegedRule(port uint16) []expr.Any {
 	}, verdict(expr.VerdictDrop))
 }
 
-// setMark is "meta mark set meta mark & ~MarkMask | Mark(id)".
-func setMark(id uint16) []expr.Any {
+// set is "meta mark set meta mark & ~m | m.Mark(id)".
+func (m MarkBits) set(id uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
-		maskReg(^MarkMask, Mark(id)),
+		maskReg(^m.Mask(), m.Mark(id)),
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
 	}
 }
 
-// setCtMark is "ct mark set ct mark & ~MarkMask | Mark(id)".
-func setCtMark(id uint16) []expr.Any {
+// setCt is "ct mark set ct mark & ~m | m.Mark(id)".
+func (m MarkBits) setCt(id uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeyMARK, Register: reg1},
-		maskReg(^MarkMask, Mark(id)),
+		maskReg(^m.Mask(), m.Mark(id)),
 		&expr.Ct{Key: expr.CtKeyMARK, SourceRegister: true, Register: reg1},
 	}
 }
 
-// markIs is "meta mark & MarkMask == Mark(id)".
-func markIs(id uint16) []expr.Any {
+// is is "meta mark & m == m.Mark(id)".
+func (m MarkBits) is(id uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
-		maskReg(MarkMask, 0),
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: native32(Mark(id))},
+		maskReg(m.Mask(), 0),
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: native32(m.Mark(id))},
 	}
 }
 
-// ctMarkIs is "ct mark & MarkMask == Mark(id)".
-func ctMarkIs(id uint16) []expr.Any {
+// ctIs is "ct mark & m == m.Mark(id)".
+func (m MarkBits) ctIs(id uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Key: expr.CtKeyMARK, Register: reg1},
-		maskReg(MarkMask, 0),
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: native32(Mark(id))},
+		maskReg(m.Mask(), 0),
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: native32(m.Mark(id))},
 	}
 }
 

@@ -107,7 +107,7 @@ func build(s State) desired {
 		d.sets = append(d.sets, setSpec{set: destSet(p.ID), elems: intervalElems(p.Destinations)})
 	}
 	for _, p := range pols {
-		d.chains = append(d.chains, chainSpec{name: policyChain(p.ID), rules: policyRules(p)})
+		d.chains = append(d.chains, chainSpec{name: policyChain(p.ID), rules: policyRules(s.marks(), p)})
 	}
 	d.chains = append(d.chains, baseChains(s, pols)...)
 	for k, id := range s.Pods {
@@ -120,13 +120,13 @@ func build(s State) desired {
 func baseChains(s State, pols []Policy) []chainSpec {
 	return []chainSpec{
 		{name: chainPrerouting, hook: nftables.ChainHookPrerouting, prio: prioAfterDNAT,
-			ctype: nftables.ChainTypeFilter, rules: preroutingRules(pols, s.DevicePrefix)},
+			ctype: nftables.ChainTypeFilter, rules: preroutingRules(s.marks(), pols, s.DevicePrefix)},
 		{name: chainForward, hook: nftables.ChainHookForward, prio: prioFilter,
-			ctype: nftables.ChainTypeFilter, rules: forwardRules(pols, s.MSS, s.TunnelPort)},
+			ctype: nftables.ChainTypeFilter, rules: forwardRules(s.marks(), pols, s.MSS, s.TunnelPort)},
 		{name: chainPostNAT, hook: nftables.ChainHookPostrouting, prio: prioSNAT,
-			ctype: nftables.ChainTypeNAT, rules: snatRules(pols)},
+			ctype: nftables.ChainTypeNAT, rules: snatRules(s.marks(), pols)},
 		{name: chainPostrouting, hook: nftables.ChainHookPostrouting, prio: prioAfterNAT,
-			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{clearMarkRule(s.DevicePrefix)}},
+			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{clearMarkRule(s.marks(), s.DevicePrefix)}},
 		{name: chainInput, hook: nftables.ChainHookInput, prio: prioFilter,
 			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{
 				tunnelIfaceRule(s.TunnelPort, s.Uplink), tunnelInnerIPv4Rule(s.TunnelPort), tunnelSourceRule(s.TunnelPort)}},

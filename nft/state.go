@@ -15,6 +15,7 @@ package nft
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"strings"
 
@@ -56,17 +57,34 @@ func (m Mode) String() string {
 }
 
 // MaxPolicyID is the largest policy ID: the API's largest tunnel ID, 12
-// bits wide so that Mark(id) fits MarkMask (a test checks that it does).
+// bits wide so that every ID fits the 12 mark bits (a test checks that
+// it does).
 const MaxPolicyID = v1alpha1.MaxTunnelID
 
-// MarkMask is the part of the packet mark and the conntrack mark that
-// nsegress owns. The other bits belong to whoever else marks packets
-// (kube-proxy, the primary CNI) and are preserved.
-const MarkMask uint32 = 0x0fff0000
+// MarkBits is the part of the packet mark and the conntrack mark that
+// nsegress owns, as a mask: 12 contiguous bits, which hold a policy's ID.
+// The other bits belong to whoever else marks packets (kube-proxy, the
+// primary CNI) and are preserved. It is configurable because other
+// software picks its own bits (Calico's default is 0xffff0000).
+type MarkBits uint32
 
-// Mark returns the packet mark of policy id: the ID in bits 16..27.
-func Mark(id uint16) uint32 {
-	return uint32(id) << 16
+// DefaultMarkBits are bits 16..27.
+const DefaultMarkBits MarkBits = 0x0fff0000
+
+// Mask is the bits as a mask.
+func (m MarkBits) Mask() uint32 { return uint32(m) }
+
+// Mark returns the mark of policy id: the ID shifted into the bits.
+func (m MarkBits) Mark(id uint16) uint32 {
+	return uint32(id) << bits.TrailingZeros32(uint32(m))
+}
+
+// Validate checks that m is 12 contiguous bits.
+func (m MarkBits) Validate() error {
+	if m == 0 || uint32(m) != 0xfff<<bits.TrailingZeros32(uint32(m)) {
+		return fmt.Errorf("nft: mark bits %#08x are not 12 contiguous bits (for example 0x0fff0000 or 0x00000fff)", uint32(m))
+	}
+	return nil
 }
 
 // ifNameSize is IFNAMSIZ: an interface name has at most 15 bytes and a
@@ -141,6 +159,8 @@ type State struct {
 	// TunnelPeers are the nodes allowed to send VXLAN to this node, each
 	// with the inner source addresses it may tunnel.
 	TunnelPeers []TunnelPeer
+	// Marks are the mark bits nsegress owns; 0 means DefaultMarkBits.
+	Marks MarkBits
 	// DevicePrefix starts the name of every policy device, for example
 	// "nsg". Tunnel ingress on a prefixed device that no ModeLocal
 	// policy owns is dropped.
@@ -209,8 +229,19 @@ func (s *State) Validate() error {
 	return nil
 }
 
+// marks are the state's mark bits, the default when unset.
+func (s *State) marks() MarkBits {
+	if s.Marks == 0 {
+		return DefaultMarkBits
+	}
+	return s.Marks
+}
+
 // validateNode checks the fields that do not belong to a policy or pod.
 func (s *State) validateNode() error {
+	if err := s.marks().Validate(); err != nil {
+		return err
+	}
 	if err := validateIfName("DevicePrefix", s.DevicePrefix); err != nil {
 		return err
 	}

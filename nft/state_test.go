@@ -11,20 +11,32 @@ import (
 
 func TestMark(t *testing.T) {
 	tests := []struct {
+		bits MarkBits
 		id   uint16
 		want uint32
 	}{
-		{1, 0x00010000},
-		{7, 0x00070000},
-		{MaxPolicyID, 0x0fff0000},
+		{DefaultMarkBits, 1, 0x00010000},
+		{DefaultMarkBits, 7, 0x00070000},
+		{DefaultMarkBits, MaxPolicyID, 0x0fff0000},
+		{0x00000fff, 7, 0x00000007},
+		{0x00000fff, MaxPolicyID, 0x00000fff},
+		{0xfff00000, MaxPolicyID, 0xfff00000},
 	}
 	for _, tt := range tests {
-		got := Mark(tt.id)
-		if got != tt.want {
-			t.Errorf("Mark(%d) = %#08x, want %#08x", tt.id, got, tt.want)
+		if err := tt.bits.Validate(); err != nil {
+			t.Fatal(err)
 		}
-		if got&^MarkMask != 0 {
-			t.Errorf("Mark(%d) = %#08x has bits outside MarkMask", tt.id, got)
+		got := tt.bits.Mark(tt.id)
+		if got != tt.want {
+			t.Errorf("%#08x.Mark(%d) = %#08x, want %#08x", uint32(tt.bits), tt.id, got, tt.want)
+		}
+		if got&^tt.bits.Mask() != 0 {
+			t.Errorf("%#08x.Mark(%d) = %#08x has bits outside the mask", uint32(tt.bits), tt.id, got)
+		}
+	}
+	for _, bad := range []MarkBits{0, 0x0ff00000, 0x1fff0000, 0x0f0f0f00, 0x00003ffe} {
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "12 contiguous bits") {
+			t.Errorf("%#08x.Validate() = %v, want an error", uint32(bad), err)
 		}
 	}
 }

@@ -20,13 +20,14 @@ func Apply(p Plan) (added []netip.Addr, err error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
+	p.Settings = p.Settings.withDefaults()
 	uplink, err := netlink.LinkByName(p.Uplink)
 	if err != nil {
 		return nil, fmt.Errorf("uplink %s: %w", p.Uplink, err)
 	}
 	// The rules at nsegress's priorities, listed once: each tunnel's rules
 	// and the stale ones are told apart by their table or input device.
-	rules, err := ourRules()
+	rules, err := ourRules(p.Settings)
 	if err != nil {
 		return nil, err
 	}
@@ -37,7 +38,7 @@ func Apply(p Plan) (added []netip.Addr, err error) {
 			return nil, fmt.Errorf("policy tunnel %d: %w", t.ID, err)
 		}
 	}
-	if err := removeStale(keep, rules); err != nil {
+	if err := removeStale(p.Settings, keep, rules); err != nil {
 		return nil, err
 	}
 	return syncFloating(uplink, p.FloatingIPs, p.ReleasedIPs)
@@ -52,7 +53,7 @@ func ensureTunnel(p Plan, uplink netlink.Link, t Tunnel, rules []netlink.Rule) e
 	if err := setSrcValidMark(link.Attrs().Index); err != nil {
 		return err
 	}
-	if err := syncRoutes(link, t); err != nil {
+	if err := syncRoutes(p.Settings, link, t); err != nil {
 		return err
 	}
 	switch t.Mode {
@@ -66,15 +67,15 @@ func ensureTunnel(p Plan, uplink netlink.Link, t Tunnel, rules []netlink.Rule) e
 	if err != nil {
 		return err
 	}
-	if err := syncRule(t, rules); err != nil {
+	if err := syncRule(p.Settings, t, rules); err != nil {
 		return err
 	}
-	return syncReturnRule(t, rules)
+	return syncReturnRule(p.Settings, t, rules)
 }
 
 // removeStale deletes the devices, rules and tables of policies the node
 // no longer has: all but the tunnel IDs in keep.
-func removeStale(keep map[uint16]bool, rules []netlink.Rule) error {
+func removeStale(s Settings, keep map[uint16]bool, rules []netlink.Rule) error {
 	devices := map[string]bool{}
 	for id := range keep {
 		devices[DeviceName(id)] = true
@@ -91,9 +92,9 @@ func removeStale(keep map[uint16]bool, rules []netlink.Rule) error {
 			}
 		}
 	}
-	keepTable := func(t int) bool { return t > TableBase && keep[uint16(t-TableBase)] }
+	keepTable := func(t int) bool { return s.ownsTable(t) && keep[uint16(t-s.TableBase)] }
 	for _, r := range rules {
-		if r.Priority == ReturnRulePriority {
+		if r.Priority == s.returnPriority() {
 			if !devices[r.IifName] {
 				// ENOENT: the rule is gone already.
 				if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, syscall.ENOENT) {
@@ -102,7 +103,7 @@ func removeStale(keep map[uint16]bool, rules []netlink.Rule) error {
 			}
 			continue
 		}
-		if ownedTable(r.Table) && !keepTable(r.Table) {
+		if s.ownsTable(r.Table) && !keepTable(r.Table) {
 			// ENOENT: the rule is gone already, which is what we want.
 			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, syscall.ENOENT) {
 				return fmt.Errorf("remove rule to table %d: %w", r.Table, err)
@@ -114,7 +115,7 @@ func removeStale(keep map[uint16]bool, rules []netlink.Rule) error {
 		return err
 	}
 	for _, r := range all {
-		if ownedTable(r.Table) && !keepTable(r.Table) {
+		if s.ownsTable(r.Table) && !keepTable(r.Table) {
 			// ESRCH: the route is gone already (with its device).
 			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, syscall.ESRCH) {
 				return fmt.Errorf("remove route in table %d: %w", r.Table, err)
@@ -124,15 +125,16 @@ func removeStale(keep map[uint16]bool, rules []netlink.Rule) error {
 	return nil
 }
 
-// Remove deletes every nsegress device, rule and policy route, and the
-// given floating IPs from the uplink (from any link when uplink is empty):
-// the agent's uninstall.
-func Remove(uplink string, floating []netip.Addr) error {
-	rules, err := ourRules()
+// Remove deletes every nsegress device, rule and policy route (as the
+// settings place them), and the given floating IPs from the uplink (from
+// any link when uplink is empty): the agent's uninstall.
+func Remove(s Settings, uplink string, floating []netip.Addr) error {
+	s = s.withDefaults()
+	rules, err := ourRules(s)
 	if err != nil {
 		return err
 	}
-	errs := []error{removeStale(nil, rules)}
+	errs := []error{removeStale(s, nil, rules)}
 	links, err := linkList()
 	if err != nil {
 		return errors.Join(append(errs, err)...)

@@ -17,14 +17,17 @@ func TestNamesAndNumbersOfAPolicysTunnel(t *testing.T) {
 	if longest := DeviceName(nft.MaxPolicyID); len(longest) > 15 {
 		t.Errorf("%q does not fit IFNAMSIZ", longest)
 	}
-	if tn.Table() != 20042 {
-		t.Errorf("table %d, want 20042", tn.Table())
-	}
-	// Every table of a valid ID is one that removeStale owns, and the
-	// tables next to the range are not.
-	for id, want := range map[int]bool{0: false, 1: true, nft.MaxPolicyID: true, nft.MaxPolicyID + 1: false} {
-		if got := ownedTable(TableBase + id); got != want {
-			t.Errorf("ownedTable(%d) = %v, want %v", TableBase+id, got, want)
+	for _, s := range []Settings{{}, {TableBase: 1000}} {
+		s = s.withDefaults()
+		if got := s.table(tn.ID); got != s.TableBase+42 {
+			t.Errorf("table %d, want %d", got, s.TableBase+42)
+		}
+		// Every table of a valid ID is one that removeStale owns, and
+		// the tables next to the range are not.
+		for id, want := range map[int]bool{0: false, 1: true, nft.MaxPolicyID: true, nft.MaxPolicyID + 1: false} {
+			if got := s.ownsTable(s.TableBase + id); got != want {
+				t.Errorf("ownsTable(%d) = %v, want %v", s.TableBase+id, got, want)
+			}
 		}
 	}
 }

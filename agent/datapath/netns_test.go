@@ -184,7 +184,7 @@ func (n *testNS) policyRoutes(t testing.TB) []string {
 		if m == nil {
 			continue
 		}
-		if id, _ := strconv.Atoi(m[1]); ownedTable(id) {
+		if id, _ := strconv.Atoi(m[1]); (Settings{}).withDefaults().ownsTable(id) {
 			out = append(out, strings.TrimSpace(line))
 		}
 	}
@@ -208,7 +208,7 @@ func (n *testNS) nsegressRules(t testing.TB) []string {
 	t.Helper()
 	var out []string
 	for _, line := range strings.Split(n.run(t, "ip", "-4", "rule", "show"), "\n") {
-		if strings.HasPrefix(line, strconv.Itoa(RulePriority)+":") {
+		if strings.HasPrefix(line, strconv.Itoa(DefaultRulePriority)+":") {
 			out = append(out, strings.TrimSpace(line))
 		}
 	}
@@ -239,7 +239,12 @@ func (n *testNS) expectClean(t testing.TB) {
 		}
 	}
 	if r := n.nsegressRules(t); len(r) != 0 {
-		t.Errorf("%s: rules at priority %d remain: %q", n.name, RulePriority, r)
+		t.Errorf("%s: rules at priority %d remain: %q", n.name, DefaultRulePriority, r)
+	}
+	for _, line := range strings.Split(n.run(t, "ip", "-4", "rule", "show"), "\n") {
+		if strings.HasPrefix(line, strconv.Itoa(DefaultRulePriority-1)+":") {
+			t.Errorf("%s: return rule remains: %q", n.name, line)
+		}
 	}
 	if r := n.policyRoutes(t); len(r) != 0 {
 		t.Errorf("%s: policy routes remain: %q", n.name, r)

@@ -130,3 +130,55 @@ func TestRepliesReturnThroughTheTunnelOnAnOverlayPrimary(t *testing.T) {
 		}
 	})
 }
+
+// TestOtherSettingsCarryTheTrafficAndCheckNodeSeesConflicts: with mark
+// bits, tables and rule priorities moved (as beside Calico), the policy's
+// traffic still leaves with the egress IP and the node's rules show the
+// new numbers; CheckNode refuses settings whose mark bits a rule of
+// another component already matches, and accepts the moved ones.
+func TestOtherSettingsCarryTheTrafficAndCheckNodeSeesConflicts(t *testing.T) {
+	requireNetNS(t)
+	l := newLab(t)
+	moved := Settings{Marks: 0x00000fff, TableBase: 30000, RulePriority: 1500}
+	// Another component's rule on the default mark bits, Calico-like.
+	l.worker.run(t, "ip", "rule", "add", "priority", "100", "fwmark", "0x100000/0xffff0000", "lookup", "100")
+	step(t, "CheckNode refuses the default mark bits and accepts the moved ones", func(t *testing.T) {
+		var err error
+		l.worker.must(t, "CheckNode", func() error { err = CheckNode(Settings{}, DefaultPort); return nil })
+		if err == nil || !strings.Contains(err.Error(), "set mark-bits") {
+			t.Errorf("CheckNode with the default bits = %v, want the rule named", err)
+		}
+		l.worker.must(t, "CheckNode", func() error { return CheckNode(moved, DefaultPort) })
+	})
+	step(t, "the pod reaches the backend with the egress IP", func(t *testing.T) {
+		wp, gp := workerPlan(), gatewayPlan()
+		wp.Settings, gp.Settings = moved, moved
+		applyPlan(t, l.worker, wp)
+		applyPlan(t, l.gateway, gp)
+		ws, gs := nftState(wp, map[nft.PodKey]uint16{{IP: podIP, HostIf: podHostIf}: 1}), nftState(gp, nil)
+		ws.Marks, gs.Marks = moved.Marks, moved.Marks
+		if err := openTable(t, l.worker).Apply(ws); err != nil {
+			t.Fatal(err)
+		}
+		if err := openTable(t, l.gateway).Apply(gs); err != nil {
+			t.Fatal(err)
+		}
+		if src, _ := whoami(t, l.pod, backendURL); src != egressIP {
+			t.Fatalf("the backend saw %s, want %s", src, egressIP)
+		}
+		rules := l.worker.run(t, "ip", "-4", "rule", "show")
+		for _, want := range []string{"1500:\tfrom all fwmark 0x1/0xfff lookup 30001", "1499:\tfrom all iif nsg1 lookup main"} {
+			if !strings.Contains(rules, want) {
+				t.Errorf("worker rules lack %q:\n%s", want, rules)
+			}
+		}
+		l.worker.must(t, "CheckNode after Apply", func() error { return CheckNode(moved, DefaultPort) })
+	})
+	step(t, "Remove with the same settings leaves nothing", func(t *testing.T) {
+		l.worker.must(t, "Remove", func() error { return Remove(moved, "eth0", nil) })
+		rules := l.worker.run(t, "ip", "-4", "rule", "show")
+		if strings.Contains(rules, "1500:") || strings.Contains(rules, "1499:") || strings.Contains(l.worker.run(t, "ip", "route", "show", "table", "all"), "table 30001") {
+			t.Errorf("rules or routes remain:\n%s", rules)
+		}
+	})
+}

@@ -37,17 +37,11 @@ const (
 	// Calico and Antrea) and 8472 (flannel and Cilium), so that nsegress
 	// runs beside any of them.
 	DefaultPort = 8479
-	// TableBase + tunnel ID is a policy's routing table.
-	TableBase = 20000
-	// RulePriority is the preference of nsegress's fwmark rules: before
-	// the main table (32766), after the local table (0).
-	RulePriority = 1900
-	// ReturnRulePriority is the preference of the rules "iif nsg<ID>
-	// lookup main", just before the fwmark rules: a reply that comes back
-	// out of the tunnel carries the policy's mark for the reverse-path
-	// check (whose lookup has no input interface) but is forwarded to
-	// the pod by the main table.
-	ReturnRulePriority = RulePriority - 1
+	// DefaultTableBase + tunnel ID is a policy's routing table.
+	DefaultTableBase = 20000
+	// DefaultRulePriority is the preference of nsegress's fwmark rules:
+	// before the main table (32766), after the local table (0).
+	DefaultRulePriority = 1900
 	// vxlanOverhead is what VXLAN over IPv4 adds to a frame.
 	vxlanOverhead = 50
 )
@@ -124,8 +118,66 @@ func (t Tunnel) Device() string { return DeviceName(t.ID) }
 // DeviceName is the VXLAN device of tunnel ID id.
 func DeviceName(id uint16) string { return fmt.Sprintf("%s%d", DevicePrefix, id) }
 
-// Table is the policy's routing table.
-func (t Tunnel) Table() int { return TableBase + int(t.ID) }
+// Settings are the numbers nsegress takes from spaces it shares with
+// other networking software on the node: mark bits, routing tables, rule
+// priorities. Zero fields take the defaults; the agent's flags set them.
+type Settings struct {
+	// Marks are the packet and conntrack mark bits
+	// (nft.DefaultMarkBits).
+	Marks nft.MarkBits
+	// TableBase + tunnel ID is a policy's routing table: tables
+	// TableBase+1 .. TableBase+4095 are nsegress's (DefaultTableBase).
+	TableBase int
+	// RulePriority is the preference of the fwmark rules
+	// (DefaultRulePriority). The rules "iif nsg<ID> lookup main" take
+	// RulePriority - 1, just before: a reply that comes back out of the
+	// tunnel carries the policy's mark for the reverse-path check (whose
+	// lookup has no input interface) but is forwarded to the pod by the
+	// main table.
+	RulePriority int
+}
+
+// withDefaults fills the zero fields.
+func (s Settings) withDefaults() Settings {
+	if s.Marks == 0 {
+		s.Marks = nft.DefaultMarkBits
+	}
+	if s.TableBase == 0 {
+		s.TableBase = DefaultTableBase
+	}
+	if s.RulePriority == 0 {
+		s.RulePriority = DefaultRulePriority
+	}
+	return s
+}
+
+// Validate checks the settings alone; CheckNode checks them against the
+// node.
+func (s Settings) Validate() error {
+	s = s.withDefaults()
+	if err := s.Marks.Validate(); err != nil {
+		return err
+	}
+	// 253..255 are the kernel's default, main and local tables.
+	if s.TableBase < 256 || s.TableBase+nft.MaxPolicyID > 1<<31-1 {
+		return fmt.Errorf("datapath: table base %d: tables %d..%d must lie in 256..%d", s.TableBase, s.TableBase+1, s.TableBase+nft.MaxPolicyID, 1<<31-1)
+	}
+	// 0 is the local table's rule, 32766 and 32767 main's and default's.
+	if s.RulePriority < 2 || s.RulePriority > 32765 {
+		return fmt.Errorf("datapath: rule priority %d (and %d for the return rules) must lie in 2..32765, after the local table's rule and before main's", s.RulePriority, s.RulePriority-1)
+	}
+	return nil
+}
+
+// table is the routing table of tunnel ID id.
+func (s Settings) table(id uint16) int { return s.TableBase + int(id) }
+
+// returnPriority is the preference of the "iif nsg<ID>" rules.
+func (s Settings) returnPriority() int { return s.RulePriority - 1 }
+
+// ownsTable says whether a routing table is a policy's: TableBase + a
+// tunnel ID of 1..nft.MaxPolicyID.
+func (s Settings) ownsTable(t int) bool { return t > s.TableBase && t <= s.TableBase+nft.MaxPolicyID }
 
 // Policy is the tunnel's policy as the nft package implements it: the
 // same ID, destinations (a copy) and mode, the tunnel's device, and the
@@ -140,6 +192,7 @@ func (t Tunnel) Policy() nft.Policy {
 
 // Plan is the desired link, route and rule state of a node.
 type Plan struct {
+	Settings
 	// Uplink is the interface holding the node's underlay address.
 	Uplink string
 	// NodeIP is the node's underlay address: the VXLAN source.
@@ -166,6 +219,9 @@ func (p Plan) Validate() error {
 	}
 	if p.Port == 0 {
 		return errors.New("datapath plan: VXLAN port is 0")
+	}
+	if err := p.Settings.Validate(); err != nil {
+		return err
 	}
 	seen := map[uint16]bool{}
 	for _, t := range p.Tunnels {

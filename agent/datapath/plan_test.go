@@ -100,7 +100,7 @@ func (n *testNS) neighbours(t *testing.T, dev string) []string {
 
 // wantRule is the rule `ip rule` prints for tunnel id.
 func wantRule(id uint16) string {
-	return fmt.Sprintf("%d:\tfrom all fwmark %#x/%#x lookup %d", RulePriority, nft.Mark(id), nft.MarkMask, TableBase+int(id))
+	return fmt.Sprintf("%d:\tfrom all fwmark %#x/%#x lookup %d", DefaultRulePriority, nft.DefaultMarkBits.Mark(id), nft.DefaultMarkBits.Mask(), DefaultTableBase+int(id))
 }
 
 // tunnelTo is policy id's tunnel on the worker towards gw.
@@ -241,7 +241,7 @@ func TestApplyRemovesStaleRulesAndRoutesOfUnknownPolicies(t *testing.T) {
 	n.run(t, "ip", "route", "add", "blackhole", "10.20.0.0/16", "table", "20000")
 	applyPlan(t, n, nodePlan(tunnelTo(1, gatewayIP)))
 	checkSlice(t, "rules", n.nsegressRules(t), []string{
-		fmt.Sprintf("%d:\tfrom all fwmark 0x1 lookup 100", RulePriority),
+		fmt.Sprintf("%d:\tfrom all fwmark 0x1 lookup 100", DefaultRulePriority),
 		wantRule(1),
 	})
 	checkSlice(t, "table 20009", n.tableRoutesCLI(t, 20009), nil)
@@ -298,7 +298,7 @@ func TestRemoveWithoutUplinkReleasesFloatingIPsFromEveryLink(t *testing.T) {
 	n.run(t, "ip", "addr", "add", egressIP.String()+"/32", "dev", "eth0")
 	n.run(t, "ip", "addr", "add", egressIP2.String()+"/32", "dev", "peer0")
 	applyPlan(t, n, nodePlan(tunnelTo(1, gatewayIP), tunnelTo(2, gatewayIP)))
-	n.must(t, "Remove", func() error { return Remove("", []netip.Addr{egressIP, egressIP2}) })
+	n.must(t, "Remove", func() error { return Remove(Settings{}, "", []netip.Addr{egressIP, egressIP2}) })
 	n.expectClean(t)
 	if got := n.addrs(t, "eth0"); !slices.Equal(got, []netip.Addr{workerIP}) {
 		t.Errorf("eth0 holds %v, want only %s", got, workerIP)
@@ -307,7 +307,7 @@ func TestRemoveWithoutUplinkReleasesFloatingIPsFromEveryLink(t *testing.T) {
 		t.Errorf("peer0 holds %v, want nothing", got)
 	}
 	// Remove is the uninstall: running it twice is no error.
-	n.must(t, "second Remove", func() error { return Remove("", []netip.Addr{egressIP, egressIP2}) })
+	n.must(t, "second Remove", func() error { return Remove(Settings{}, "", []netip.Addr{egressIP, egressIP2}) })
 }
 
 func TestApplyRejectsAMissingUplink(t *testing.T) {
@@ -393,7 +393,7 @@ func policyRouteEvents(t *testing.T, n *testNS, fn func()) []string {
 			if !ok {
 				t.Fatal("the route subscription ended")
 			}
-			if ownedTable(u.Table) {
+			if (Settings{}).withDefaults().ownsTable(u.Table) {
 				verb := map[uint16]string{unix.RTM_NEWROUTE: "add", unix.RTM_DELROUTE: "del"}[u.Type]
 				changes = append(changes, fmt.Sprintf("%s table %d %s", verb, u.Table, u.Dst))
 			}

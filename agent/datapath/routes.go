@@ -22,28 +22,29 @@ import (
 // after, from a listing taken after the replace: the table never lacks a
 // wanted route, and a route the replace rewrote in place is not listed
 // twice. A route that is already as wanted is left alone (no event).
-func syncRoutes(link netlink.Link, t Tunnel) error {
+func syncRoutes(s Settings, link netlink.Link, t Tunnel) error {
+	table := s.table(t.ID)
 	want := []netlink.Route{{
-		LinkIndex: link.Attrs().Index, Table: t.Table(), Dst: defaultRoute(), Type: unix.RTN_UNICAST,
+		LinkIndex: link.Attrs().Index, Table: table, Dst: defaultRoute(), Type: unix.RTN_UNICAST,
 		Gw: net.IP(Nexthop.AsSlice()), Flags: int(netlink.FLAG_ONLINK),
 	}}
 	if t.Mode == nft.ModeLocal {
 		for _, d := range t.Destinations {
-			want = append(want, netlink.Route{Table: t.Table(), Dst: prefixNet(d), Type: unix.RTN_THROW})
+			want = append(want, netlink.Route{Table: table, Dst: prefixNet(d), Type: unix.RTN_THROW})
 		}
 		for _, r := range t.Returns {
 			for _, p := range r.Ranges {
-				want = append(want, netlink.Route{LinkIndex: link.Attrs().Index, Table: t.Table(), Dst: prefixNet(p.Masked()),
+				want = append(want, netlink.Route{LinkIndex: link.Attrs().Index, Table: table, Dst: prefixNet(p.Masked()),
 					Type: unix.RTN_UNICAST, Gw: net.IP(r.Node.AsSlice()), Flags: int(netlink.FLAG_ONLINK)})
 			}
 		}
 	}
 	for i := range want {
 		if err := netlink.RouteReplace(&want[i]); err != nil {
-			return fmt.Errorf("table %d: route %s: %w", t.Table(), want[i].Dst, err)
+			return fmt.Errorf("table %d: route %s: %w", table, want[i].Dst, err)
 		}
 	}
-	have, err := tableRoutes(t.Table())
+	have, err := tableRoutes(table)
 	if err != nil {
 		return err
 	}
@@ -51,7 +52,7 @@ func syncRoutes(link netlink.Link, t Tunnel) error {
 		if !slices.ContainsFunc(want, func(w netlink.Route) bool { return sameRoute(r, w) }) {
 			// ESRCH: the route is gone already.
 			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, syscall.ESRCH) {
-				return fmt.Errorf("table %d: remove %s: %w", t.Table(), r, err)
+				return fmt.Errorf("table %d: remove %s: %w", table, r, err)
 			}
 		}
 	}
@@ -90,63 +91,64 @@ func tableRoutes(table int) ([]netlink.Route, error) {
 	return rs, nil
 }
 
-// syncRule keeps "fwmark Mark(ID)/MarkMask lookup table" for tunnel and
+// syncRule keeps "fwmark Mark(ID)/mask lookup table" for tunnel and
 // local modes and removes it otherwise; rules are nsegress's rules as
 // listed before. The wanted rule is added, when missing, before any other
 // rule to the table (a duplicate, a wrong mark) is removed, so that the
 // table never stops being selected.
-func syncRule(t Tunnel, rules []netlink.Rule) error {
+func syncRule(s Settings, t Tunnel, rules []netlink.Rule) error {
+	table := s.table(t.ID)
 	want := t.Mode == nft.ModeTunnel || t.Mode == nft.ModeLocal
 	var keep *netlink.Rule
 	if want {
 		for i, r := range rules {
-			if r.Table == t.Table() && r.Mark == nft.Mark(t.ID) && r.Mask != nil && *r.Mask == nft.MarkMask {
+			if r.Table == table && r.Mark == s.Marks.Mark(t.ID) && r.Mask != nil && *r.Mask == s.Marks.Mask() {
 				keep = &rules[i]
 				break
 			}
 		}
 		if keep == nil {
-			if err := addRule(t); err != nil {
+			if err := addRule(s, t); err != nil {
 				return err
 			}
 		}
 	}
 	for i, r := range rules {
-		if r.Table != t.Table() || &rules[i] == keep {
+		if r.Table != table || &rules[i] == keep {
 			continue
 		}
 		// ENOENT: the rule is gone already.
 		if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, syscall.ENOENT) {
-			return fmt.Errorf("remove rule to table %d: %w", t.Table(), err)
+			return fmt.Errorf("remove rule to table %d: %w", table, err)
 		}
 	}
 	return nil
 }
 
-// addRule adds the tunnel's rule: "fwmark Mark(ID)/MarkMask lookup
-// table" at RulePriority.
-func addRule(t Tunnel) error {
+// addRule adds the tunnel's rule: "fwmark Mark(ID)/mask lookup table" at
+// the rule priority.
+func addRule(s Settings, t Tunnel) error {
 	r := netlink.NewRule()
 	r.Family = unix.AF_INET
-	r.Priority = RulePriority
-	r.Mark = nft.Mark(t.ID)
-	mask := nft.MarkMask
+	r.Priority = s.RulePriority
+	r.Mark = s.Marks.Mark(t.ID)
+	mask := s.Marks.Mask()
 	r.Mask = &mask
-	r.Table = t.Table()
+	r.Table = s.table(t.ID)
 	if err := netlink.RuleAdd(r); err != nil {
 		return fmt.Errorf("rule fwmark %#x/%#x lookup %d: %w", r.Mark, mask, r.Table, err)
 	}
 	return nil
 }
 
-// syncReturnRule keeps "iif <device> lookup main" at ReturnRulePriority
-// for tunnel and local modes and removes it otherwise; rules are
+// syncReturnRule keeps "iif <device> lookup main" at the return rules'
+// priority for tunnel and local modes and removes it otherwise; rules are
 // nsegress's rules as listed before.
-func syncReturnRule(t Tunnel, rules []netlink.Rule) error {
+func syncReturnRule(s Settings, t Tunnel, rules []netlink.Rule) error {
 	want := t.Mode == nft.ModeTunnel || t.Mode == nft.ModeLocal
 	found := false
 	for _, r := range rules {
-		if r.Priority != ReturnRulePriority || r.IifName != t.Device() {
+		if r.Priority != s.returnPriority() || r.IifName != t.Device() {
 			continue
 		}
 		if want && !found && r.Table == unix.RT_TABLE_MAIN && r.Mark == 0 {
@@ -163,7 +165,7 @@ func syncReturnRule(t Tunnel, rules []netlink.Rule) error {
 	}
 	r := netlink.NewRule()
 	r.Family = unix.AF_INET
-	r.Priority = ReturnRulePriority
+	r.Priority = s.returnPriority()
 	r.IifName = t.Device()
 	r.Table = unix.RT_TABLE_MAIN
 	if err := netlink.RuleAdd(r); err != nil {
@@ -173,20 +175,16 @@ func syncReturnRule(t Tunnel, rules []netlink.Rule) error {
 }
 
 // ourRules lists the IPv4 rules at nsegress's priorities.
-func ourRules() ([]netlink.Rule, error) {
+func ourRules(s Settings) ([]netlink.Rule, error) {
 	rules, err := ruleList()
 	if err != nil {
 		return nil, err
 	}
 	var out []netlink.Rule
 	for _, r := range rules {
-		if r.Priority == RulePriority || r.Priority == ReturnRulePriority {
+		if r.Priority == s.RulePriority || r.Priority == s.returnPriority() {
 			out = append(out, r)
 		}
 	}
 	return out, nil
 }
-
-// ownedTable says whether a routing table is a policy's: TableBase + a
-// tunnel ID of 1..nft.MaxPolicyID.
-func ownedTable(t int) bool { return t > TableBase && t <= TableBase+nft.MaxPolicyID }

@@ -320,11 +320,11 @@ func TestPodTrafficLeavesThroughTheGatewayWithTheEgressIP(t *testing.T) {
 	})
 
 	step(t, "Remove and Delete leave no nsegress state on either node", func(t *testing.T) {
-		l.worker.must(t, "datapath.Remove", func() error { return Remove("eth0", nil) })
+		l.worker.must(t, "datapath.Remove", func() error { return Remove(Settings{}, "eth0", nil) })
 		if err := workerTable.Delete(); err != nil {
 			t.Errorf("worker: nft Delete: %v", err)
 		}
-		l.gateway.must(t, "datapath.Remove", func() error { return Remove("eth0", []netip.Addr{egressIP}) })
+		l.gateway.must(t, "datapath.Remove", func() error { return Remove(Settings{}, "eth0", []netip.Addr{egressIP}) })
 		if err := gatewayTable.Delete(); err != nil {
 			t.Errorf("gateway: nft Delete: %v", err)
 		}

@@ -36,9 +36,9 @@ type Links interface {
 	Apply(datapath.Plan) (added []netip.Addr, err error)
 	// Announce tells the underlay that the node holds ip now.
 	Announce(uplink string, ip netip.Addr) error
-	// Remove deletes every nsegress link, rule and route, and the given
-	// floating IPs.
-	Remove(uplink string, floating []netip.Addr) error
+	// Remove deletes every nsegress link, rule and route (where the
+	// settings place them), and the given floating IPs.
+	Remove(s datapath.Settings, uplink string, floating []netip.Addr) error
 }
 
 // Kernel is what the node role changes on the node: the nft table and the
@@ -71,8 +71,8 @@ func (hostLinks) Apply(p datapath.Plan) ([]netip.Addr, error) { return datapath.
 
 func (hostLinks) Announce(uplink string, ip netip.Addr) error { return datapath.Announce(uplink, ip) }
 
-func (hostLinks) Remove(uplink string, floating []netip.Addr) error {
-	return datapath.Remove(uplink, floating)
+func (hostLinks) Remove(s datapath.Settings, uplink string, floating []netip.Addr) error {
+	return datapath.Remove(s, uplink, floating)
 }
 
 // reconciler reads what the node holds, plans and applies. It is the
@@ -156,7 +156,7 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 	}
 	d, err := plan(v, facts{
 		nodeName: r.cfg.NodeName, port: r.cfg.Port, uplink: uplink, uplinkMTU: mtu,
-		records: recs, held: held, pods: pods, now: r.now(), ignorePodRanges: r.cfg.IgnorePodRanges,
+		records: recs, held: held, pods: pods, now: r.now(), ignorePodRanges: r.cfg.IgnorePodRanges, settings: r.cfg.Settings,
 	})
 	if err != nil {
 		return "", nil, err
@@ -208,7 +208,7 @@ func (r *reconciler) writeSnapshot(v view) error {
 // tunnels, rules and routes, the floating IPs it held, the records and the
 // snapshot. It goes on past errors, so that one failure leaves as little
 // as possible behind, and reports them all.
-func Uninstall(stateDir, uplink string, k Kernel) error {
+func Uninstall(stateDir, uplink string, s datapath.Settings, k Kernel) error {
 	var errs []error
 	if t, err := k.OpenNFT(); err == nil {
 		errs = append(errs, t.Delete(), t.Close())
@@ -218,7 +218,7 @@ func Uninstall(stateDir, uplink string, k Kernel) error {
 	st := nodestate.State{Dir: stateDir}
 	held, err := st.Held()
 	errs = append(errs, err)
-	removeErr := k.Links.Remove(uplink, held)
+	removeErr := k.Links.Remove(s, uplink, held)
 	errs = append(errs, removeErr, st.RemoveAll())
 	if removeErr != nil && len(held) > 0 {
 		// Not released: keep the list, so that uninstalling again

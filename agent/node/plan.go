@@ -36,6 +36,8 @@ type facts struct {
 	pods map[nft.PodKey]uint16
 	// now is when the plan is made.
 	now time.Time
+	// settings place the marks, tables and rules.
+	settings datapath.Settings
 	// ignorePodRanges: the nodes' spec.podCIDRs are not where their pods
 	// are (Config.IgnorePodRanges).
 	ignorePodRanges bool
@@ -66,8 +68,9 @@ func plan(v view, f facts) (desired, error) {
 	}
 	mtu := datapath.DeviceMTU(f.uplinkMTU)
 	d := desired{
-		links: datapath.Plan{Uplink: f.uplink, NodeIP: nodeIP, Port: f.port},
+		links: datapath.Plan{Settings: f.settings, Uplink: f.uplink, NodeIP: nodeIP, Port: f.port},
 		nft: nft.State{
+			Marks:        f.settings.Marks,
 			MSS:          datapath.MSS(mtu),
 			TunnelPort:   f.port,
 			Uplink:       f.uplink,

@@ -123,7 +123,7 @@ func (f fakeLinks) Announce(_ string, ip netip.Addr) error {
 	return nil
 }
 
-func (f fakeLinks) Remove(_ string, floating []netip.Addr) error {
+func (f fakeLinks) Remove(_ datapath.Settings, _ string, floating []netip.Addr) error {
 	f.k.mu.Lock()
 	defer f.k.mu.Unlock()
 	f.k.links = nil
@@ -513,7 +513,7 @@ func TestUninstallRemovesEverythingTheRoleMade(t *testing.T) {
 	n.k.addrs[netip.MustParseAddr(floating[2])] = true // as if the release had failed
 	n.k.mu.Unlock()
 
-	if err := Uninstall(n.r.cfg.StateDir, "", n.k.kernel()); err != nil {
+	if err := Uninstall(n.r.cfg.StateDir, "", datapath.Settings{}, n.k.kernel()); err != nil {
 		t.Fatal(err)
 	}
 	s := n.k.state()

@@ -43,6 +43,8 @@ type Config struct {
 	StateDir string
 	// Port is the VXLAN UDP port (datapath.DefaultPort when 0).
 	Port uint16
+	// Settings place nsegress's marks, routing tables and rules.
+	Settings datapath.Settings
 	// IgnorePodRanges says that pods are not where their Nodes'
 	// spec.podCIDRs say (an IPAM that ignores them): a node may then
 	// tunnel any inner source, and replies are not returned through the

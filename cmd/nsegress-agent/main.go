@@ -17,6 +17,7 @@ import (
 	"github.com/nsegress/nsegress/agent/cniconf"
 	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/agent/install"
+	"github.com/nsegress/nsegress/nft"
 	"github.com/nsegress/nsegress/nodestate"
 )
 
@@ -43,6 +44,7 @@ type options struct {
 	uplink                                                              string
 	vxlanPort                                                           uint16
 	ignorePodRanges                                                     bool
+	settings                                                            datapath.Settings
 }
 
 // Values of -pod-ranges.
@@ -50,6 +52,20 @@ const (
 	podRangesNode   = "node"
 	podRangesIgnore = "ignore"
 )
+
+// uintFromEnv parses the environment variable name (decimal, or 0x hex)
+// as an unsigned number of at most bitSize bits, def when it is unset.
+func uintFromEnv(name string, def uint64, bitSize int) (uint64, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 0, bitSize)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q is not a number of at most %d bits", name, v, bitSize)
+	}
+	return n, nil
+}
 
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
@@ -93,9 +109,31 @@ func parse(args []string) (string, options, error) {
 		defPort = p
 	}
 	port := fs.Uint("vxlan-port", uint(defPort), "the VXLAN UDP port of the policy tunnels (avoid 4789 and 8472, used by Calico, flannel and Cilium)")
+	marks, err := uintFromEnv("NSEGRESS_MARK_BITS", uint64(nft.DefaultMarkBits), 32)
+	if err != nil {
+		return "", o, err
+	}
+	tableBase, err := uintFromEnv("NSEGRESS_TABLE_BASE", datapath.DefaultTableBase, 31)
+	if err != nil {
+		return "", o, err
+	}
+	rulePriority, err := uintFromEnv("NSEGRESS_RULE_PRIORITY", datapath.DefaultRulePriority, 15)
+	if err != nil {
+		return "", o, err
+	}
+	fs.Func("mark-bits", fmt.Sprintf("the 12 contiguous packet and conntrack mark bits nsegress owns (default %#08x; with Calico, 0x00000fff)", marks),
+		func(v string) error { marks, err = strconv.ParseUint(v, 0, 32); return err })
+	fs.Func("table-base", fmt.Sprintf("policy routing tables are table-base+1 .. table-base+4095 (default %d)", tableBase),
+		func(v string) error { tableBase, err = strconv.ParseUint(v, 0, 31); return err })
+	fs.Func("rule-priority", fmt.Sprintf("preference of the fwmark ip rules; the return rules take one less (default %d)", rulePriority),
+		func(v string) error { rulePriority, err = strconv.ParseUint(v, 0, 15); return err })
 	ranges := fs.String("pod-ranges", envOr("NSEGRESS_POD_RANGES", podRangesNode),
 		`"node": each node's pods are in its Node's spec.podCIDRs (tunnel source check, replies through the tunnel); "ignore": the IPAM ignores them`)
 	if err := fs.Parse(args[1:]); err != nil {
+		return "", o, err
+	}
+	o.settings = datapath.Settings{Marks: nft.MarkBits(marks), TableBase: int(tableBase), RulePriority: int(rulePriority)}
+	if err := o.settings.Validate(); err != nil {
 		return "", o, err
 	}
 	switch *ranges {

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/nsegress/nsegress/agent/datapath"
+	"github.com/nsegress/nsegress/nft"
 )
 
 func TestParseDefaultsAndErrors(t *testing.T) {
@@ -79,5 +82,34 @@ func TestADeadRoleFailsLiveness(t *testing.T) {
 	err := died.err()
 	if err == nil || !strings.Contains(err.Error(), "agent socket") || !strings.Contains(err.Error(), "address in use") {
 		t.Errorf("err = %v, want the dead role and its error", err)
+	}
+}
+
+func TestCoexistenceSettingsFromFlagsOrEnvironment(t *testing.T) {
+	_, o, err := parse([]string{"run"})
+	if err != nil || o.settings != (datapath.Settings{Marks: nft.DefaultMarkBits, TableBase: 20000, RulePriority: 1900}) {
+		t.Fatalf("defaults = %+v, %v", o.settings, err)
+	}
+	t.Setenv("NSEGRESS_MARK_BITS", "0x00000fff")
+	t.Setenv("NSEGRESS_TABLE_BASE", "30000")
+	if _, o, err = parse([]string{"run", "-rule-priority", "1500"}); err != nil ||
+		o.settings != (datapath.Settings{Marks: 0xfff, TableBase: 30000, RulePriority: 1500}) {
+		t.Errorf("from the environment and a flag: %+v, %v", o.settings, err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "-mark-bits", "0x00ff0000"}, "not 12 contiguous bits"},
+		{[]string{"run", "-table-base", "10"}, "table base 10"},
+		{[]string{"run", "-rule-priority", "lots"}, "rule-priority"},
+	} {
+		if _, _, err := parse(tc.args); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parse(%q) = %v, want an error mentioning %q", tc.args, err, tc.want)
+		}
+	}
+	t.Setenv("NSEGRESS_TABLE_BASE", "twenty")
+	if _, _, err := parse([]string{"run"}); err == nil || !strings.Contains(err.Error(), `NSEGRESS_TABLE_BASE="twenty"`) {
+		t.Errorf("a bad environment value: %v", err)
 	}
 }

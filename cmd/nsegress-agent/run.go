@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/nsegress/nsegress/agent/controller"
+	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/agent/install"
 	"github.com/nsegress/nsegress/agent/node"
 )
@@ -45,6 +46,11 @@ func runAgent(o options) error {
 	if o.nodeName == "" || o.namespace == "" {
 		return errors.New("node name and namespace are required (flags -node-name and -namespace, or env NODE_NAME and POD_NAMESPACE)")
 	}
+	// Before anything is programmed: the ports, marks, tables and rule
+	// priorities must not be another component's.
+	if err := datapath.CheckNode(o.settings, o.vxlanPort); err != nil {
+		return err
+	}
 	k, err := newKeeper(o, logger.Printf)
 	if err != nil {
 		return err
@@ -62,7 +68,7 @@ func runAgent(o options) error {
 	defer stop()
 	role := node.New(node.Config{
 		Client: client, Dynamic: dyn, NodeName: o.nodeName, StateDir: o.stateDir,
-		Port: o.vxlanPort, IgnorePodRanges: o.ignorePodRanges, Uplink: o.uplink, Resync: o.resync, Logf: logger.Printf,
+		Port: o.vxlanPort, Settings: o.settings, IgnorePodRanges: o.ignorePodRanges, Uplink: o.uplink, Resync: o.resync, Logf: logger.Printf,
 	})
 	// The roles run beside the install loop. A role that returns while the
 	// agent still runs has died: it is logged and fails liveness, so that
@@ -177,7 +183,7 @@ func uninstall(k *install.Keeper, o options) error {
 	if err := k.Uninstall(); err != nil {
 		return fmt.Errorf("uninstall: %w", err)
 	}
-	if err := node.Uninstall(o.stateDir, o.uplink, node.HostKernel()); err != nil {
+	if err := node.Uninstall(o.stateDir, o.uplink, o.settings, node.HostKernel()); err != nil {
 		return fmt.Errorf("uninstall the datapath: %w", err)
 	}
 	return nil
