@@ -6,8 +6,10 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 # Debian packages the lab runs: containerd and runc for the nodes, nftables
-# for the lab firewall and golden rulesets, util-linux for nsenter/unshare.
-DEB_PACKAGES := containerd runc nftables util-linux iproute2
+# for the lab firewall and golden rulesets, util-linux for nsenter/unshare,
+# iptables for flanneld (it needs the binaries even in nftables mode), gcc
+# and libc6-dev to build flanneld (cgo).
+DEB_PACKAGES := containerd runc nftables util-linux iproute2 iptables gcc libc6-dev
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # errorlint: errors are wrapped with %w and compared with errors.Is/As.
 ERRORLINT := codeberg.org/polyfloyd/go-errorlint@v1.9.1
@@ -32,7 +34,7 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-## tools: build the Kubernetes, etcd and CNI binaries into the cache (once per version)
+## tools: build the Kubernetes, etcd, flannel and CNI binaries into the cache (once per version)
 tools:
 	tools/build.sh
 
@@ -50,9 +52,14 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) run $(ERRORLINT) -errorf ./...
 
-## test: every test, with the race detector; run as root
+## test: every test, with the race detector; run as root. The lab suites run
+## on the default cluster (bridge on worker-2, ptp elsewhere), then the
+## seed, adversarial and Service suites again on a cluster whose nodes all
+## run flannel with its VXLAN backend.
+FLANNEL_SUITES := ^(TestLabNodesAreReadyAndLabelled|TestLabPrimariesRouteAsTheirKind|TestSeedScenario|TestNothingShortOfRootOnANodeSendsWithAnEgressIP|TestLabServices)$$
 test: deps tools build
 	$(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) ./...
+	NSEGRESS_LAB_PRIMARY=flannel $(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '$(FLANNEL_SUITES)' ./e2e/
 
 ## test-unit: only the tests that need neither root nor the lab
 test-unit:

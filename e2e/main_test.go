@@ -57,6 +57,9 @@ func cluster(t testing.TB) Cluster {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		cfg := lab.DefaultConfig()
+		// NSEGRESS_LAB_PRIMARY runs the suite on a cluster whose nodes
+		// all run that primary (make test runs the seed suite on flannel).
+		cfg.Primary = os.Getenv("NSEGRESS_LAB_PRIMARY")
 		cfg.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
 		if err := lab.Prepare(ctx, &cfg); err != nil {
 			suite.err = err

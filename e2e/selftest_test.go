@@ -133,6 +133,37 @@ func TestLabNodesAreReadyAndLabelled(t *testing.T) {
 	}
 }
 
+// TestLabPrimariesRouteAsTheirKind: each node reaches another node's pod
+// range the way its primary does (flannel through its overlay device
+// flannel.1, ptp and bridge over the underlay), and publishes its range
+// in spec.podCIDRs, so that the suites run against what they claim to.
+func TestLabPrimariesRouteAsTheirKind(t *testing.T) {
+	c := cluster(t)
+	cs := clientset(t, c)
+	nodes := c.Nodes()
+	for i, n := range nodes {
+		node, err := cs.CoreV1().Nodes().Get(context.Background(), n.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := node.Spec.PodCIDRs; len(got) != 1 || got[0] != n.PodCIDR.String() {
+			t.Errorf("node %s publishes pod ranges %v, want [%s]", n.Name, got, n.PodCIDR)
+		}
+		other := nodes[(i+1)%len(nodes)]
+		out, err := c.NodeExec(context.Background(), n.Name, "ip", "-4", "route", "get", other.PodCIDR.Addr().Next().Next().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "dev eth0"
+		if n.Primary == lab.PrimaryFlannel && other.Primary == lab.PrimaryFlannel {
+			want = "dev flannel.1"
+		}
+		if !strings.Contains(out, want) {
+			t.Errorf("%s (%s) routes %s's pods %q, want %q", n.Name, n.Primary, other.Name, strings.TrimSpace(out), want)
+		}
+	}
+}
+
 func nodeInternalIP(n corev1.Node) string {
 	for _, a := range n.Status.Addresses {
 		if a.Type == corev1.NodeInternalIP {

@@ -7,6 +7,8 @@
 #   $NSEGRESS_CACHE/kube-proxy-v1.37.2/kube-proxy
 #   $NSEGRESS_CACHE/etcd-v3.7.3/etcd
 #   $NSEGRESS_CACHE/cni-plugins-<version the main module uses>/{ptp,bridge,host-local,loopback}
+#   $NSEGRESS_CACHE/flannel-v0.28.10/flanneld
+#   $NSEGRESS_CACHE/cni-flannel-v0.9.1/flannel
 #
 # A folder appears only once all of its binaries are built (build into a
 # temporary folder, then rename), so an interrupted build is redone, never
@@ -17,6 +19,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${NSEGRESS_CACHE:-/var/cache/nsegress}
 k8s_version=v1.37.2
 etcd_version=v3.7.3
+flannel_version=v0.28.10
+cni_flannel_version=v0.9.1
 cni_version=$(cd "$root" && go list -m -f '{{.Version}}' github.com/containernetworking/plugins)
 
 export CGO_ENABLED=0
@@ -68,5 +72,14 @@ build_set "$cache/cni-plugins-$cni_version" "$root" "" \
 	bridge=github.com/containernetworking/plugins/plugins/main/bridge \
 	host-local=github.com/containernetworking/plugins/plugins/ipam/host-local \
 	loopback=github.com/containernetworking/plugins/plugins/main/loopback
+
+# flanneld's UDP backend needs cgo.
+CGO_ENABLED=1 build_set "$cache/flannel-$flannel_version" "$root/tools/flannel" \
+	"-X github.com/flannel-io/flannel/pkg/version.Version=$flannel_version" \
+	flanneld=github.com/flannel-io/flannel
+
+build_set "$cache/cni-flannel-$cni_flannel_version" "$root/tools/cniflannel" \
+	"-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$cni_flannel_version" \
+	flannel=github.com/containernetworking/plugins/plugins/meta/flannel
 
 echo "$cache"

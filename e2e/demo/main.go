@@ -54,6 +54,7 @@ func run(keep bool) (err error) {
 		}
 	}()
 	cfg := lab.DefaultConfig()
+	cfg.Primary = os.Getenv("NSEGRESS_LAB_PRIMARY") // "flannel": every node on flannel's VXLAN overlay
 	cfg.Logf = func(f string, a ...any) { fmt.Printf(f+"\n", a...) }
 	if err := lab.Prepare(ctx, &cfg); err != nil {
 		return err

@@ -14,6 +14,11 @@ import (
 const (
 	KubernetesVersion = "v1.37.2"
 	EtcdVersion       = "v3.7.3"
+	FlannelVersion    = "v0.28.10"
+	// CNIFlannelVersion is the containernetworking/plugins release whose
+	// meta plugin "flannel" the flannel nodes run (later releases moved
+	// it to flannel's own repository).
+	CNIFlannelVersion = "v0.9.1"
 )
 
 // ErrBinariesMissing says the lab cannot run because binaries it needs
@@ -25,6 +30,8 @@ type Binaries struct {
 	Etcd, APIServer, ControllerManager, Scheduler, Kubelet, Kubectl, KubeProxy string
 	// CNIDir holds ptp, bridge, host-local and loopback.
 	CNIDir string
+	// Flanneld is flannel's node daemon; CNIFlannel its CNI plugin.
+	Flanneld, CNIFlannel string
 	// Containerd, Ctr and Runc come from the machine's packages.
 	Containerd, Ctr, Runc string
 }
@@ -52,11 +59,13 @@ func FindBinaries(cniVersion string) (Binaries, error) {
 		Kubectl:           filepath.Join(cache, "kubectl-"+KubernetesVersion, "kubectl"),
 		KubeProxy:         filepath.Join(cache, "kube-proxy-"+KubernetesVersion, "kube-proxy"),
 		CNIDir:            filepath.Join(cache, "cni-plugins-"+cniVersion),
+		Flanneld:          filepath.Join(cache, "flannel-"+FlannelVersion, "flanneld"),
+		CNIFlannel:        filepath.Join(cache, "cni-flannel-"+CNIFlannelVersion, "flannel"),
 	}
 	var missing []string
 	for _, p := range []string{b.Etcd, b.APIServer, b.ControllerManager, b.Scheduler, b.Kubelet, b.Kubectl, b.KubeProxy,
 		filepath.Join(b.CNIDir, "ptp"), filepath.Join(b.CNIDir, "bridge"),
-		filepath.Join(b.CNIDir, "host-local"), filepath.Join(b.CNIDir, "loopback")} {
+		filepath.Join(b.CNIDir, "host-local"), filepath.Join(b.CNIDir, "loopback"), b.Flanneld, b.CNIFlannel} {
 		if _, err := os.Stat(p); err != nil {
 			missing = append(missing, p)
 		}
@@ -72,7 +81,8 @@ func FindBinaries(cniVersion string) (Binaries, error) {
 		}
 		*t.dst = p
 	}
-	for _, tool := range []string{"nsenter", "unshare", "nft", "mount"} {
+	// flanneld programs its masquerade and forward rules with iptables.
+	for _, tool := range []string{"nsenter", "unshare", "nft", "mount", "iptables"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}

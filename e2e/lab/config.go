@@ -68,6 +68,10 @@ type Config struct {
 	// SandboxImage is the pod sandbox image as containerd will name it
 	// after import.
 	SandboxImage string
+	// Primary, when set, is the primary CNI of every node (PrimaryPTP,
+	// PrimaryBridge, PrimaryFlannel); empty is the default mix: bridge on
+	// worker-2, ptp elsewhere.
+	Primary string
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -104,6 +108,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("lab config: backends must be 0..%d, got %d", len(FloatingIPs), c.Backends)
 	case c.Dir == "" || !filepath.IsAbs(c.Dir):
 		return fmt.Errorf("lab config: dir must be an absolute path, got %q", c.Dir)
+	case c.Primary != "" && c.Primary != PrimaryPTP && c.Primary != PrimaryBridge && c.Primary != PrimaryFlannel:
+		return fmt.Errorf("lab config: primary %q is none of %s, %s, %s", c.Primary, PrimaryPTP, PrimaryBridge, PrimaryFlannel)
 	}
 	return nil
 }
@@ -120,18 +126,36 @@ type nodePlan struct {
 	IP      netip.Addr
 	PodCIDR netip.Prefix
 	Gateway bool
-	// Primary is the node's primary CNI plugin: PrimaryPTP or
-	// PrimaryBridge.
+	// Primary is the node's primary CNI plugin: PrimaryPTP,
+	// PrimaryBridge or PrimaryFlannel.
 	Primary string
 }
 
-// The lab's primary CNI plugins. worker-2 runs bridge, every other node
-// ptp, so that the suite proves nsegress after both kinds of primary: one
-// keys a pod by its own veth, the other by the bridge all pods share.
+// The lab's primary CNI plugins. By default worker-2 runs bridge, every
+// other node ptp, so that the suite proves nsegress after both kinds of
+// primary: one keys a pod by its own veth, the other by the bridge all
+// pods share. Config.Primary gives every node one primary instead.
 const (
 	PrimaryPTP    = "ptp"
 	PrimaryBridge = "bridge"
+	// PrimaryFlannel is flannel with its VXLAN backend: flanneld on every
+	// node (kube subnet manager, the Node's spec.podCIDR), its CNI plugin
+	// delegating to bridge, and the pod ranges of other nodes routed
+	// through the overlay device flannel.1.
+	PrimaryFlannel = "flannel"
 )
+
+// primaryOf is the primary CNI of the worker numbered i (from 1), or of a
+// gateway when i is 0.
+func (c *Config) primaryOf(i int) string {
+	switch {
+	case c.Primary != "":
+		return c.Primary
+	case i == 2:
+		return PrimaryBridge
+	}
+	return PrimaryPTP
+}
 
 // plan lists the nodes: workers first, then gateways. Workers take
 // underlay .11 upwards, gateways .21 upwards; node i (from 1) takes pod
@@ -140,10 +164,7 @@ func (c *Config) plan() []nodePlan {
 	var nodes []nodePlan
 	idx := 1
 	for i := 1; i <= c.Workers; i++ {
-		primary := PrimaryPTP
-		if i == 2 {
-			primary = PrimaryBridge
-		}
+		primary := c.primaryOf(i)
 		nodes = append(nodes, nodePlan{
 			Name:    fmt.Sprintf("worker-%d", i),
 			IP:      netip.AddrFrom4([4]byte{198, 51, 100, byte(10 + i)}),
@@ -158,7 +179,7 @@ func (c *Config) plan() []nodePlan {
 			IP:      netip.AddrFrom4([4]byte{198, 51, 100, byte(20 + i)}),
 			PodCIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(idx), 0}), 24),
 			Gateway: true,
-			Primary: PrimaryPTP,
+			Primary: c.primaryOf(0),
 		})
 		idx++
 	}

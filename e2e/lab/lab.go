@@ -148,9 +148,10 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 	// Routes between nodes' pod ranges on the underlay, as kindnet sets up;
 	// the firewall, the on-prem router, knows them too, so that on-prem
 	// clients can connect in to pods.
+	// Between flannel nodes, flannel routes through its overlay instead.
 	for _, n := range l.nodes {
 		for _, h := range append([]*host{cp, l.host("firewall")}, l.nodeHosts()...) {
-			if h == n.host {
+			if h == n.host || (n.Primary == PrimaryFlannel && l.isFlannelHost(h)) {
 				continue
 			}
 			if err := route(h, n.PodCIDR, n.IP); err != nil {
@@ -183,6 +184,11 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 			if err := l.publishPodCIDR(gctx, n); err != nil {
 				return err
 			}
+			if n.Primary == PrimaryFlannel {
+				if err := l.startFlannel(n); err != nil {
+					return err
+				}
+			}
 			// After the Node exists: kube-proxy reads its addresses.
 			return l.startKubeProxy(gctx, n)
 		})
@@ -192,6 +198,16 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 	}
 	cfg.logf("lab: %d nodes Ready in %s", len(l.nodes), time.Since(start).Round(time.Millisecond))
 	return l, nil
+}
+
+// isFlannelHost says whether h is a node whose primary is flannel.
+func (l *Lab) isFlannelHost(h *host) bool {
+	for _, n := range l.nodes {
+		if n.host == h {
+			return n.Primary == PrimaryFlannel
+		}
+	}
+	return false
 }
 
 func (l *Lab) nodeHosts() []*host {

@@ -143,6 +143,11 @@ func (l *Lab) installCNI(n *Node) error {
 			return err
 		}
 	}
+	if n.Primary == PrimaryFlannel {
+		if err := copyFile(l.cfg.Bins.CNIFlannel, filepath.Join(n.Dir, "opt/cni/bin", "flannel"), 0o755); err != nil {
+			return err
+		}
+	}
 	return os.WriteFile(filepath.Join(n.Dir, "opt/cni/net.d", "10-lab.conflist"), []byte(PrimaryConflist(n.Primary, n.PodCIDR)), 0o644)
 }
 
@@ -152,6 +157,23 @@ func (l *Lab) installCNI(n *Node) error {
 // veth per pod, routed), or bridge (the pods' veths are ports of cni0,
 // which holds the range's gateway address).
 func PrimaryConflist(primary string, cidr netip.Prefix) string {
+	if primary == PrimaryFlannel {
+		// flannel's own manifest: the range, the MTU and the masquerade
+		// come from flanneld's subnet file.
+		return `{
+  "cniVersion": "0.3.1",
+  "name": "cbr0",
+  "plugins": [
+    {
+      "type": "flannel",
+      "subnetFile": "/run/flannel/subnet.env",
+      "dataDir": "/var/lib/cni/flannel",
+      "delegate": {"hairpinMode": true, "isDefaultGateway": true}
+    }
+  ]
+}
+`
+	}
 	plugin := fmt.Sprintf(`"type": "ptp",
       "mtu": %d,`, underlayMTU)
 	if primary == PrimaryBridge {
@@ -411,6 +433,41 @@ func (l *Lab) publishPodCIDR(ctx context.Context, n *Node) error {
 	_, err := l.client.CoreV1().Nodes().Patch(c, n.Name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
 	if err != nil {
 		return fmt.Errorf("node %s: publish pod range %s: %w", n.Name, n.PodCIDR, err)
+	}
+	return nil
+}
+
+// flannelNetConf is flanneld's network configuration: the lab's pod range,
+// each node's /24 taken from its Node's spec.podCIDR, and the VXLAN
+// backend (VNI 1, UDP 8472).
+const flannelNetConf = `{"Network": "198.18.0.0/16", "SubnetLen": 24, "Backend": {"Type": "vxlan"}}`
+
+// startFlannel runs flanneld in the node's namespaces, as flannel's
+// DaemonSet would (kube subnet manager, masquerade), and waits for its
+// subnet file, which the flannel CNI plugin reads at every ADD.
+func (l *Lab) startFlannel(n *Node) error {
+	conf := l.path("etc", "flannel-net-conf.json")
+	if err := os.MkdirAll(filepath.Dir(conf), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(conf, []byte(flannelNetConf), 0o644); err != nil {
+		return err
+	}
+	p, err := l.startIn(n.host, "flanneld", []string{"/usr/bin/env", "NODE_NAME=" + n.Name, l.cfg.Bins.Flanneld,
+		"--kube-subnet-mgr", "--kubeconfig-file=" + l.NodeKubeconfig(), "--iface=eth0", "--ip-masq",
+		"--subnet-file=/run/flannel/subnet.env", "--net-config-path=" + conf})
+	if err != nil {
+		return err
+	}
+	subnetFile := filepath.Join(n.Dir, "run", "flannel", "subnet.env")
+	if err := waitFor(60*time.Second, func() (bool, error) {
+		if p.exited() {
+			return false, fmt.Errorf("flanneld on %s exited: %w\n%s", n.Name, p.err, p.tail(30))
+		}
+		_, err := os.Stat(subnetFile)
+		return err == nil, nil
+	}); err != nil {
+		return fmt.Errorf("flanneld on %s: %w\n%s", n.Name, err, p.tail(30))
 	}
 	return nil
 }

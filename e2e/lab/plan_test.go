@@ -34,7 +34,32 @@ func TestPlanGivesEachNodeItsOwnAddressAndPodRange(t *testing.T) {
 	}
 }
 
+func TestPlanGivesEveryNodeTheConfiguredPrimary(t *testing.T) {
+	cfg := DefaultConfig()
+	var got []string
+	for _, n := range cfg.plan() {
+		got = append(got, n.Primary)
+	}
+	if want := []string{PrimaryPTP, PrimaryBridge, PrimaryPTP, PrimaryPTP}; !slices.Equal(got, want) {
+		t.Errorf("default primaries = %v, want %v (bridge on worker-2)", got, want)
+	}
+	cfg.Primary = PrimaryFlannel
+	for _, n := range cfg.plan() {
+		if n.Primary != PrimaryFlannel {
+			t.Errorf("node %s runs %s, want %s on every node", n.Name, n.Primary, PrimaryFlannel)
+		}
+	}
+	cfg.Primary = "calico"
+	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), `primary "calico"`) {
+		t.Errorf("validate of an unknown primary: %v", err)
+	}
+}
+
 func TestPrimaryConflistIsAValidConflist(t *testing.T) {
+	list, err := libcni.ConfListFromBytes([]byte(PrimaryConflist(PrimaryFlannel, netip.MustParsePrefix("198.18.7.0/24"))))
+	if err != nil || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "flannel" {
+		t.Errorf("flannel conflist: %v, %+v", err, list)
+	}
 	for _, primary := range []string{PrimaryPTP, PrimaryBridge} {
 		list, err := libcni.ConfListFromBytes([]byte(PrimaryConflist(primary, netip.MustParsePrefix("198.18.7.0/24"))))
 		if err != nil {
