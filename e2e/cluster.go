@@ -46,6 +46,9 @@ type Cluster interface {
 	// (on the node network and on-prem) or a backend's name; an argv[0]
 	// of "labbox" runs the labbox tool there.
 	HostExec(ctx context.Context, host string, argv ...string) (string, error)
+	// RecreateOverlay restarts a node's overlay primary (flannel) the way
+	// an upgrade does: its daemon stops, its device goes and comes back.
+	RecreateOverlay(ctx context.Context, node string) error
 }
 
 // labCluster adapts the embedded lab to Cluster.
@@ -93,6 +96,10 @@ func (c labCluster) NodeExec(ctx context.Context, node string, argv ...string) (
 func (c labCluster) HostExec(ctx context.Context, host string, argv ...string) (string, error) {
 	out, err := c.lab.HostExec(ctx, host, argv...)
 	return string(out), err
+}
+
+func (c labCluster) RecreateOverlay(ctx context.Context, node string) error {
+	return c.lab.RecreateOverlay(ctx, node)
 }
 
 // nodeIP is a node's underlay address, or the zero Addr.

@@ -108,8 +108,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("lab config: backends must be 0..%d, got %d", len(FloatingIPs), c.Backends)
 	case c.Dir == "" || !filepath.IsAbs(c.Dir):
 		return fmt.Errorf("lab config: dir must be an absolute path, got %q", c.Dir)
-	case c.Primary != "" && c.Primary != PrimaryPTP && c.Primary != PrimaryBridge && c.Primary != PrimaryFlannel:
-		return fmt.Errorf("lab config: primary %q is none of %s, %s, %s", c.Primary, PrimaryPTP, PrimaryBridge, PrimaryFlannel)
+	case c.Primary != "" && c.Primary != PrimaryPTP && c.Primary != PrimaryBridge && !IsFlannel(c.Primary):
+		return fmt.Errorf("lab config: primary %q is none of %s, %s, %s, %s", c.Primary, PrimaryPTP, PrimaryBridge, PrimaryFlannel, PrimaryFlannelHostGW)
 	}
 	return nil
 }
@@ -143,7 +143,16 @@ const (
 	// delegating to bridge, and the pod ranges of other nodes routed
 	// through the overlay device flannel.1.
 	PrimaryFlannel = "flannel"
+	// PrimaryFlannelHostGW is flannel with its host-gw backend: the same,
+	// but other nodes' pod ranges are routed straight to their node over
+	// the underlay.
+	PrimaryFlannelHostGW = "flannel-host-gw"
 )
+
+// IsFlannel says whether primary is one of flannel's backends.
+func IsFlannel(primary string) bool {
+	return primary == PrimaryFlannel || primary == PrimaryFlannelHostGW
+}
 
 // primaryOf is the primary CNI of the worker numbered i (from 1), or of a
 // gateway when i is 0.

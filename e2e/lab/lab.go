@@ -151,7 +151,7 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 	// Between flannel nodes, flannel routes through its overlay instead.
 	for _, n := range l.nodes {
 		for _, h := range append([]*host{cp, l.host("firewall")}, l.nodeHosts()...) {
-			if h == n.host || (n.Primary == PrimaryFlannel && l.isFlannelHost(h)) {
+			if h == n.host || (IsFlannel(n.Primary) && l.isFlannelHost(h)) {
 				continue
 			}
 			if err := route(h, n.PodCIDR, n.IP); err != nil {
@@ -184,7 +184,7 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 			if err := l.publishPodCIDR(gctx, n); err != nil {
 				return err
 			}
-			if n.Primary == PrimaryFlannel {
+			if IsFlannel(n.Primary) {
 				if err := l.startFlannel(n); err != nil {
 					return err
 				}
@@ -204,7 +204,7 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 func (l *Lab) isFlannelHost(h *host) bool {
 	for _, n := range l.nodes {
 		if n.host == h {
-			return n.Primary == PrimaryFlannel
+			return IsFlannel(n.Primary)
 		}
 	}
 	return false

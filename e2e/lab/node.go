@@ -36,6 +36,7 @@ type Node struct {
 	containerd *proc
 	kubelet    *proc
 	kubeProxy  *proc
+	flanneld   *proc
 }
 
 // Host paths bind-mounted per node. containerd 1.6 and the kubelet
@@ -143,7 +144,7 @@ func (l *Lab) installCNI(n *Node) error {
 			return err
 		}
 	}
-	if n.Primary == PrimaryFlannel {
+	if IsFlannel(n.Primary) {
 		if err := copyFile(l.cfg.Bins.CNIFlannel, filepath.Join(n.Dir, "opt/cni/bin", "flannel"), 0o755); err != nil {
 			return err
 		}
@@ -157,7 +158,7 @@ func (l *Lab) installCNI(n *Node) error {
 // veth per pod, routed), or bridge (the pods' veths are ports of cni0,
 // which holds the range's gateway address).
 func PrimaryConflist(primary string, cidr netip.Prefix) string {
-	if primary == PrimaryFlannel {
+	if IsFlannel(primary) {
 		// flannel's own manifest: the range, the MTU and the masquerade
 		// come from flanneld's subnet file.
 		return `{
@@ -438,19 +439,25 @@ func (l *Lab) publishPodCIDR(ctx context.Context, n *Node) error {
 }
 
 // flannelNetConf is flanneld's network configuration: the lab's pod range,
-// each node's /24 taken from its Node's spec.podCIDR, and the VXLAN
-// backend (VNI 1, UDP 8472).
-const flannelNetConf = `{"Network": "198.18.0.0/16", "SubnetLen": 24, "Backend": {"Type": "vxlan"}}`
+// each node's /24 taken from its Node's spec.podCIDR, and the backend:
+// VXLAN (VNI 1, UDP 8472) or host-gw.
+func flannelNetConf(primary string) string {
+	backend := "vxlan"
+	if primary == PrimaryFlannelHostGW {
+		backend = "host-gw"
+	}
+	return fmt.Sprintf(`{"Network": "198.18.0.0/16", "SubnetLen": 24, "Backend": {"Type": %q}}`, backend)
+}
 
 // startFlannel runs flanneld in the node's namespaces, as flannel's
 // DaemonSet would (kube subnet manager, masquerade), and waits for its
 // subnet file, which the flannel CNI plugin reads at every ADD.
 func (l *Lab) startFlannel(n *Node) error {
-	conf := l.path("etc", "flannel-net-conf.json")
+	conf := l.path("etc", "flannel-net-conf-"+n.Name+".json")
 	if err := os.MkdirAll(filepath.Dir(conf), 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(conf, []byte(flannelNetConf), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(flannelNetConf(n.Primary)), 0o644); err != nil {
 		return err
 	}
 	p, err := l.startIn(n.host, "flanneld", []string{"/usr/bin/env", "NODE_NAME=" + n.Name, l.cfg.Bins.Flanneld,
@@ -459,6 +466,7 @@ func (l *Lab) startFlannel(n *Node) error {
 	if err != nil {
 		return err
 	}
+	n.flanneld = p
 	subnetFile := filepath.Join(n.Dir, "run", "flannel", "subnet.env")
 	if err := waitFor(60*time.Second, func() (bool, error) {
 		if p.exited() {
@@ -470,6 +478,34 @@ func (l *Lab) startFlannel(n *Node) error {
 		return fmt.Errorf("flanneld on %s: %w\n%s", n.Name, err, p.tail(30))
 	}
 	return nil
+}
+
+// RecreateOverlay does to a flannel node what an upgrade or a crash of
+// flannel does: flanneld stops, its overlay device flannel.1 goes, and a
+// new flanneld creates it again with its routes. It returns once the
+// device routes again.
+func (l *Lab) RecreateOverlay(ctx context.Context, node string) error {
+	var n *Node
+	for _, c := range l.nodes {
+		if c.Name == node {
+			n = c
+		}
+	}
+	if n == nil || n.Primary != PrimaryFlannel || n.flanneld == nil {
+		// host-gw has no overlay device to recreate.
+		return fmt.Errorf("no flannel (VXLAN) node %q in the lab", node)
+	}
+	n.flanneld.stop(5 * time.Second)
+	if _, err := l.run(ctx, n.host, nil, "ip", "link", "del", "flannel.1"); err != nil {
+		return err
+	}
+	if err := l.startFlannel(n); err != nil {
+		return err
+	}
+	return waitFor(60*time.Second, func() (bool, error) {
+		out, err := l.run(ctx, n.host, nil, "ip", "-4", "route", "show", "dev", "flannel.1")
+		return err == nil && len(strings.TrimSpace(string(out))) > 0, nil
+	})
 }
 
 // waitNodeReady waits until the node reports Ready.

@@ -30,6 +30,7 @@ var commands = []command{
 	{name: "pause", synopsis: "pause", run: runPause},
 	{name: "echo", synopsis: "echo [-listen :8080] [-count-markers]", run: runEcho},
 	{name: "get", synopsis: "get [-timeout 3s] [-upload N] [-count] [-repeat N -interval D] URL", run: runGet},
+	{name: "stream", synopsis: "stream [-interval 100ms] [-duration 10s] [-timeout 1s] URL", run: runStream},
 	{name: "bench", synopsis: "bench [-bytes N] [-requests N] [-timeout D] URL", run: runBench},
 	{name: "write-file", synopsis: "write-file -path P [-content S]", run: runWriteFile},
 	{name: "sleep", synopsis: "sleep", run: runSleep},

@@ -7,6 +7,9 @@
 //	labbox echo [-listen :8080]           answer every request with the caller's IP
 //	            [-count-markers]          and count received marked packets
 //	labbox get [-timeout 3s] URL          HTTP GET, body to stdout
+//	labbox stream [-duration 10s] URL     GETs over one kept-alive connection;
+//	                                      prints whether it survived and the
+//	                                      longest gap
 //	labbox write-file -path P [-content S]  write a file, then wait
 //	labbox sleep                          wait until SIGTERM
 //	labbox forge -gateway IP -vni N ...   send forged nsegress VXLAN datagrams
