@@ -8,8 +8,8 @@ BIN := bin
 # Debian packages the lab runs: containerd and runc for the nodes, nftables
 # for the lab firewall and golden rulesets, util-linux for nsenter/unshare,
 # iptables for flanneld (it needs the binaries even in nftables mode), gcc
-# and libc6-dev to build flanneld (cgo).
-DEB_PACKAGES := containerd runc nftables util-linux iproute2 iptables gcc libc6-dev
+# and libc6-dev to build flanneld (cgo), ipset for kube-router.
+DEB_PACKAGES := containerd runc nftables util-linux iproute2 iptables gcc libc6-dev ipset
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # errorlint: errors are wrapped with %w and compared with errors.Is/As.
 ERRORLINT := codeberg.org/polyfloyd/go-errorlint@v1.9.1
@@ -34,7 +34,7 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-## tools: build the Kubernetes, etcd, flannel and CNI binaries into the cache (once per version)
+## tools: build the Kubernetes, etcd, flannel, kube-router and CNI binaries into the cache (once per version)
 tools:
 	tools/build.sh
 
@@ -56,14 +56,16 @@ lint:
 ## on the default cluster (bridge on worker-2, ptp elsewhere), then the
 ## seed, adversarial and Service suites again on a cluster whose nodes all
 ## run flannel with its VXLAN backend, with the tests only an overlay has,
-## and the seed suite on a cluster of flannel's host-gw backend.
+## and the seed suite on a cluster of flannel's host-gw backend and on one
+## of kube-router (BGP routing).
 FLANNEL_ONLY := TestSelectedPodsRideOutTheirOverlayBeingRecreated
 FLANNEL_SUITES := ^(TestLabNodesAreReadyAndLabelled|TestLabPrimariesRouteAsTheirKind|TestSeedScenario|TestNothingShortOfRootOnANodeSendsWithAnEgressIP|TestLabServices|$(FLANNEL_ONLY))$$
-HOSTGW_SUITES := ^(TestLabPrimariesRouteAsTheirKind|TestSeedScenario)$$
+ROUTED_SUITES := ^(TestLabPrimariesRouteAsTheirKind|TestSeedScenario)$$
 test: deps tools build
 	$(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) -skip '^($(FLANNEL_ONLY))$$' ./...
 	NSEGRESS_LAB_PRIMARY=flannel $(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '$(FLANNEL_SUITES)' ./e2e/
-	NSEGRESS_LAB_PRIMARY=flannel-host-gw $(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '$(HOSTGW_SUITES)' ./e2e/
+	NSEGRESS_LAB_PRIMARY=flannel-host-gw $(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '$(ROUTED_SUITES)' ./e2e/
+	NSEGRESS_LAB_PRIMARY=kube-router $(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '$(ROUTED_SUITES)' ./e2e/
 
 ## test-unit: only the tests that need neither root nor the lab
 test-unit:

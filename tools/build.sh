@@ -9,6 +9,7 @@
 #   $NSEGRESS_CACHE/cni-plugins-<version the main module uses>/{ptp,bridge,host-local,loopback}
 #   $NSEGRESS_CACHE/flannel-v0.28.10/flanneld
 #   $NSEGRESS_CACHE/cni-flannel-v0.9.1/flannel
+#   $NSEGRESS_CACHE/kube-router-v2.1.0/kube-router
 #
 # A folder appears only once all of its binaries are built (build into a
 # temporary folder, then rename), so an interrupted build is redone, never
@@ -21,6 +22,7 @@ k8s_version=v1.37.2
 etcd_version=v3.7.3
 flannel_version=v0.28.10
 cni_flannel_version=v0.9.1
+kube_router_version=v2.1.0
 cni_version=$(cd "$root" && go list -m -f '{{.Version}}' github.com/containernetworking/plugins)
 
 export CGO_ENABLED=0
@@ -81,5 +83,9 @@ CGO_ENABLED=1 build_set "$cache/flannel-$flannel_version" "$root/tools/flannel" 
 build_set "$cache/cni-flannel-$cni_flannel_version" "$root/tools/cniflannel" \
 	"-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$cni_flannel_version" \
 	flannel=github.com/containernetworking/plugins/plugins/meta/flannel
+
+build_set "$cache/kube-router-$kube_router_version" "$root/tools/kuberouter" \
+	"-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$kube_router_version" \
+	kube-router=github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
 
 echo "$cache"

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,7 +72,23 @@ func rpFilterDrops(t *testing.T, n *testNS) uint64 {
 func TestRepliesReturnThroughTheTunnelOnAnOverlayPrimary(t *testing.T) {
 	requireNetNS(t)
 	l := newLab(t)
+	workerRange := netip.MustParsePrefix("198.18.1.0/24")
+	underlay := func() map[netip.Prefix]netip.Addr {
+		var routes map[netip.Prefix]netip.Addr
+		l.gateway.must(t, "UnderlayRoutes", func() error {
+			var err error
+			routes, err = UnderlayRoutes("eth0")
+			return err
+		})
+		return routes
+	}
+	if got := underlay()[workerRange]; got != workerIP {
+		t.Fatalf("over the underlay the gateway routes the worker's pods via %v, want %s (no return needed)", got, workerIP)
+	}
 	makeOverlay(t, l)
+	if got, ok := underlay()[workerRange]; ok {
+		t.Fatalf("through the overlay the worker's pods still show as routed over the underlay via %s", got)
+	}
 	pods := map[nft.PodKey]uint16{{IP: podIP, HostIf: podHostIf}: 1}
 	workerTable := openTable(t, l.worker)
 	gatewayTable := openTable(t, l.gateway)

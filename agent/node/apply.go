@@ -34,6 +34,9 @@ type Links interface {
 	// Apply makes the node's tunnels, routes, rules and floating IPs
 	// what the plan says and returns the floating IPs it added.
 	Apply(datapath.Plan) (added []netip.Addr, err error)
+	// UnderlayRoutes are the main table's routes through the uplink with
+	// a next hop (datapath.UnderlayRoutes).
+	UnderlayRoutes(uplink string) (map[netip.Prefix]netip.Addr, error)
 	// Announce tells the underlay that the node holds ip now.
 	Announce(uplink string, ip netip.Addr) error
 	// Remove deletes every nsegress link, rule and route (where the
@@ -68,6 +71,10 @@ func (hostLinks) Uplink(name string, nodeIP netip.Addr) (string, int, error) {
 }
 
 func (hostLinks) Apply(p datapath.Plan) ([]netip.Addr, error) { return datapath.Apply(p) }
+
+func (hostLinks) UnderlayRoutes(uplink string) (map[netip.Prefix]netip.Addr, error) {
+	return datapath.UnderlayRoutes(uplink)
+}
 
 func (hostLinks) Announce(uplink string, ip netip.Addr) error { return datapath.Announce(uplink, ip) }
 
@@ -154,8 +161,14 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 	if err != nil {
 		return "", nil, err
 	}
+	direct, err := k.Links.UnderlayRoutes(uplink)
+	if err != nil {
+		// Unknown: return every node's replies through the tunnel, which
+		// works whatever the primary routes.
+		r.cfg.Logf("node: %v", err)
+	}
 	d, err := plan(v, facts{
-		nodeName: r.cfg.NodeName, port: r.cfg.Port, uplink: uplink, uplinkMTU: mtu,
+		nodeName: r.cfg.NodeName, port: r.cfg.Port, uplink: uplink, uplinkMTU: mtu, underlayRoutes: direct,
 		records: recs, held: held, pods: pods, now: r.now(), ignorePodRanges: r.cfg.IgnorePodRanges, settings: r.cfg.Settings,
 	})
 	if err != nil {

@@ -28,6 +28,10 @@ type facts struct {
 	// uplink and uplinkMTU describe the node's underlay interface.
 	uplink    string
 	uplinkMTU int
+	// underlayRoutes are the main table's routes through the uplink with
+	// a next hop: a node whose pod ranges are all routed to its own
+	// address this way gets its replies over the underlay.
+	underlayRoutes map[netip.Prefix]netip.Addr
 	// records are the plugin's pod records.
 	records []nodestate.PodRecord
 	// held are the floating IPs the node has held since it was installed.
@@ -80,7 +84,7 @@ func plan(v view, f facts) (desired, error) {
 	}
 	var returns []datapath.Return
 	if !f.ignorePodRanges {
-		returns = returnNodes(v, f.nodeName)
+		returns = returnNodes(v, f.nodeName, f.underlayRoutes)
 		for _, r := range returns {
 			d.nft.ReturnRanges = append(d.nft.ReturnRanges, r.Ranges...)
 		}
@@ -136,8 +140,13 @@ func tunnelPeers(v view, ignoreRanges bool) []nft.TunnelPeer {
 
 // returnNodes are the nodes other than self with an IPv4 InternalIP and
 // IPv4 pod ranges, sorted: a gateway returns replies to their pods
-// through the tunnel.
-func returnNodes(v view, self string) []datapath.Return {
+// through the tunnel. A node is left out when the main table routes each
+// of its ranges over the underlay to its own address (ptp with
+// kindnet-style routes, flannel host-gw, kube-router): replies then
+// arrive on its uplink, where a strict reverse-path check accepts them,
+// without the tunnel's cost. Any other route (an overlay device, the
+// default route, none) keeps the return, which works on any primary.
+func returnNodes(v view, self string, underlay map[netip.Prefix]netip.Addr) []datapath.Return {
 	var out []datapath.Return
 	for _, n := range v.nodes {
 		if n.Name == self {
@@ -147,7 +156,12 @@ func returnNodes(v view, self string) []datapath.Return {
 		if err != nil {
 			continue
 		}
-		if r := podRanges(n); len(r) > 0 {
+		r := podRanges(n)
+		direct := len(r) > 0
+		for _, p := range r {
+			direct = direct && underlay[p] == ip
+		}
+		if len(r) > 0 && !direct {
 			out = append(out, datapath.Return{Node: ip, Ranges: r})
 		}
 	}

@@ -583,7 +583,20 @@ func TestPlanReturnsRepliesThroughTheTunnel(t *testing.T) {
 		}
 	}
 
+	// gw-2's range is routed over the underlay to gw-2 itself (ptp's
+	// routes, host-gw, kube-router): its replies need no return. gw-1's
+	// range routed elsewhere (an overlay's next hop) keeps it.
 	f := testFacts()
+	f.underlayRoutes = map[netip.Prefix]netip.Addr{
+		netip.MustParsePrefix("198.18.3.0/24"): netip.MustParseAddr("10.0.0.3"),
+		netip.MustParsePrefix("198.18.1.0/24"): netip.MustParseAddr("10.0.0.99"),
+	}
+	d = mustPlan(t, view{nodes: nodes, policies: []v1alpha1.EgressNATPolicy{local, tunnelled}}, f)
+	if want := wantReturns[1:]; !reflect.DeepEqual(d.nft.ReturnRanges, want[0].Ranges) {
+		t.Errorf("with gw-2 routed over the underlay, ReturnRanges = %v, want gw-1's %v", d.nft.ReturnRanges, want[0].Ranges)
+	}
+
+	f = testFacts()
 	f.ignorePodRanges = true
 	d = mustPlan(t, view{nodes: nodes, policies: []v1alpha1.EgressNATPolicy{local, tunnelled}}, f)
 	if d.nft.ReturnRanges != nil {

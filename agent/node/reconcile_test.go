@@ -123,6 +123,10 @@ func (f fakeLinks) Announce(_ string, ip netip.Addr) error {
 	return nil
 }
 
+// UnderlayRoutes: none, so every node's replies return through the
+// tunnel (the plan's tests cover the underlay case).
+func (f fakeLinks) UnderlayRoutes(string) (map[netip.Prefix]netip.Addr, error) { return nil, nil }
+
 func (f fakeLinks) Remove(_ datapath.Settings, _ string, floating []netip.Addr) error {
 	f.k.mu.Lock()
 	defer f.k.mu.Unlock()

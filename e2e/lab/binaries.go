@@ -19,6 +19,7 @@ const (
 	// meta plugin "flannel" the flannel nodes run (later releases moved
 	// it to flannel's own repository).
 	CNIFlannelVersion = "v0.9.1"
+	KubeRouterVersion = "v2.1.0"
 )
 
 // ErrBinariesMissing says the lab cannot run because binaries it needs
@@ -32,6 +33,8 @@ type Binaries struct {
 	CNIDir string
 	// Flanneld is flannel's node daemon; CNIFlannel its CNI plugin.
 	Flanneld, CNIFlannel string
+	// KubeRouter is kube-router's node daemon.
+	KubeRouter string
 	// Containerd, Ctr and Runc come from the machine's packages.
 	Containerd, Ctr, Runc string
 }
@@ -61,11 +64,12 @@ func FindBinaries(cniVersion string) (Binaries, error) {
 		CNIDir:            filepath.Join(cache, "cni-plugins-"+cniVersion),
 		Flanneld:          filepath.Join(cache, "flannel-"+FlannelVersion, "flanneld"),
 		CNIFlannel:        filepath.Join(cache, "cni-flannel-"+CNIFlannelVersion, "flannel"),
+		KubeRouter:        filepath.Join(cache, "kube-router-"+KubeRouterVersion, "kube-router"),
 	}
 	var missing []string
 	for _, p := range []string{b.Etcd, b.APIServer, b.ControllerManager, b.Scheduler, b.Kubelet, b.Kubectl, b.KubeProxy,
 		filepath.Join(b.CNIDir, "ptp"), filepath.Join(b.CNIDir, "bridge"),
-		filepath.Join(b.CNIDir, "host-local"), filepath.Join(b.CNIDir, "loopback"), b.Flanneld, b.CNIFlannel} {
+		filepath.Join(b.CNIDir, "host-local"), filepath.Join(b.CNIDir, "loopback"), b.Flanneld, b.CNIFlannel, b.KubeRouter} {
 		if _, err := os.Stat(p); err != nil {
 			missing = append(missing, p)
 		}
@@ -81,8 +85,9 @@ func FindBinaries(cniVersion string) (Binaries, error) {
 		}
 		*t.dst = p
 	}
-	// flanneld programs its masquerade and forward rules with iptables.
-	for _, tool := range []string{"nsenter", "unshare", "nft", "mount", "iptables"} {
+	// flanneld programs its masquerade and forward rules with iptables;
+	// kube-router calls ipset at start.
+	for _, tool := range []string{"nsenter", "unshare", "nft", "mount", "iptables", "ipset"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}

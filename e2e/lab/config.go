@@ -108,8 +108,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("lab config: backends must be 0..%d, got %d", len(FloatingIPs), c.Backends)
 	case c.Dir == "" || !filepath.IsAbs(c.Dir):
 		return fmt.Errorf("lab config: dir must be an absolute path, got %q", c.Dir)
-	case c.Primary != "" && c.Primary != PrimaryPTP && c.Primary != PrimaryBridge && !IsFlannel(c.Primary):
-		return fmt.Errorf("lab config: primary %q is none of %s, %s, %s, %s", c.Primary, PrimaryPTP, PrimaryBridge, PrimaryFlannel, PrimaryFlannelHostGW)
+	case c.Primary != "" && c.Primary != PrimaryPTP && c.Primary != PrimaryBridge && !IsFlannel(c.Primary) && c.Primary != PrimaryKubeRouter:
+		return fmt.Errorf("lab config: primary %q is none of %s, %s, %s, %s, %s", c.Primary, PrimaryPTP, PrimaryBridge, PrimaryFlannel, PrimaryFlannelHostGW, PrimaryKubeRouter)
 	}
 	return nil
 }
@@ -147,7 +147,15 @@ const (
 	// but other nodes' pod ranges are routed straight to their node over
 	// the underlay.
 	PrimaryFlannelHostGW = "flannel-host-gw"
+	// PrimaryKubeRouter is kube-router's routing alone: each node's
+	// kube-router announces its pod range to the other nodes over iBGP
+	// and installs their routes; pods sit on the bridge kube-bridge.
+	PrimaryKubeRouter = "kube-router"
 )
+
+// routesItself says whether a primary routes between its own nodes, so
+// that the lab adds no static routes between two nodes that both run it.
+func routesItself(primary string) bool { return IsFlannel(primary) || primary == PrimaryKubeRouter }
 
 // IsFlannel says whether primary is one of flannel's backends.
 func IsFlannel(primary string) bool {

@@ -148,10 +148,11 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 	// Routes between nodes' pod ranges on the underlay, as kindnet sets up;
 	// the firewall, the on-prem router, knows them too, so that on-prem
 	// clients can connect in to pods.
-	// Between flannel nodes, flannel routes through its overlay instead.
+	// Between nodes of a primary that routes itself (flannel, kube-router),
+	// the primary does instead.
 	for _, n := range l.nodes {
 		for _, h := range append([]*host{cp, l.host("firewall")}, l.nodeHosts()...) {
-			if h == n.host || (IsFlannel(n.Primary) && l.isFlannelHost(h)) {
+			if h == n.host || (routesItself(n.Primary) && l.primaryOfHost(h) == n.Primary) {
 				continue
 			}
 			if err := route(h, n.PodCIDR, n.IP); err != nil {
@@ -189,6 +190,11 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 					return err
 				}
 			}
+			if n.Primary == PrimaryKubeRouter {
+				if err := l.startKubeRouter(n); err != nil {
+					return err
+				}
+			}
 			// After the Node exists: kube-proxy reads its addresses.
 			return l.startKubeProxy(gctx, n)
 		})
@@ -196,18 +202,21 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	if err := l.waitKubeRouterRoutes(ctx); err != nil {
+		return nil, err
+	}
 	cfg.logf("lab: %d nodes Ready in %s", len(l.nodes), time.Since(start).Round(time.Millisecond))
 	return l, nil
 }
 
-// isFlannelHost says whether h is a node whose primary is flannel.
-func (l *Lab) isFlannelHost(h *host) bool {
+// primaryOfHost is the primary CNI of the node whose host is h, or "".
+func (l *Lab) primaryOfHost(h *host) string {
 	for _, n := range l.nodes {
 		if n.host == h {
-			return IsFlannel(n.Primary)
+			return n.Primary
 		}
 	}
-	return false
+	return ""
 }
 
 func (l *Lab) nodeHosts() []*host {

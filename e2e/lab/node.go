@@ -37,6 +37,7 @@ type Node struct {
 	kubelet    *proc
 	kubeProxy  *proc
 	flanneld   *proc
+	kubeRouter *proc
 }
 
 // Host paths bind-mounted per node. containerd 1.6 and the kubelet
@@ -174,6 +175,28 @@ func PrimaryConflist(primary string, cidr netip.Prefix) string {
   ]
 }
 `
+	}
+	if primary == PrimaryKubeRouter {
+		// kube-router's own manifest: bridge kube-bridge with host-local
+		// on the node's range (which kube-router would write itself
+		// with --enable-cni), masquerading like the other lab primaries.
+		return fmt.Sprintf(`{
+  "cniVersion": "0.3.0",
+  "name": "mynet",
+  "plugins": [
+    {
+      "name": "kubernetes",
+      "type": "bridge",
+      "bridge": "kube-bridge",
+      "isDefaultGateway": true,
+      "hairpinMode": true,
+      "mtu": %d,
+      "ipMasq": true,
+      "ipam": {"type": "host-local", "subnet": "%s"}
+    }
+  ]
+}
+`, underlayMTU, cidr)
 	}
 	plugin := fmt.Sprintf(`"type": "ptp",
       "mtu": %d,`, underlayMTU)
@@ -476,6 +499,48 @@ func (l *Lab) startFlannel(n *Node) error {
 		return err == nil, nil
 	}); err != nil {
 		return fmt.Errorf("flanneld on %s: %w\n%s", n.Name, err, p.tail(30))
+	}
+	return nil
+}
+
+// startKubeRouter runs kube-router in the node's namespaces with routing
+// alone (no firewall, no service proxy, no overlay): iBGP with every other
+// node, announcing the node's spec.podCIDR.
+func (l *Lab) startKubeRouter(n *Node) error {
+	p, err := l.startIn(n.host, "kube-router", []string{l.cfg.Bins.KubeRouter,
+		"--kubeconfig=" + l.NodeKubeconfig(), "--hostname-override=" + n.Name,
+		"--run-router=true", "--run-firewall=false", "--run-service-proxy=false",
+		"--enable-cni=false", "--enable-pod-egress=false", "--enable-overlay=false",
+		"--enable-ibgp=true", "--bgp-graceful-restart=false", "--metrics-port=0", "--health-port=0"})
+	if err != nil {
+		return err
+	}
+	n.kubeRouter = p
+	return nil
+}
+
+// waitKubeRouterRoutes waits until every kube-router node routes every
+// other kube-router node's pod range, which BGP converging gives.
+func (l *Lab) waitKubeRouterRoutes(ctx context.Context) error {
+	for _, n := range l.nodes {
+		if n.Primary != PrimaryKubeRouter {
+			continue
+		}
+		for _, other := range l.nodes {
+			if other == n || other.Primary != PrimaryKubeRouter {
+				continue
+			}
+			err := waitFor(90*time.Second, func() (bool, error) {
+				if n.kubeRouter.exited() {
+					return false, fmt.Errorf("kube-router on %s exited: %w\n%s", n.Name, n.kubeRouter.err, n.kubeRouter.tail(30))
+				}
+				out, err := l.run(ctx, n.host, nil, "ip", "-4", "route", "show", other.PodCIDR.String())
+				return err == nil && strings.Contains(string(out), "via "+other.IP.String()), nil
+			})
+			if err != nil {
+				return fmt.Errorf("kube-router on %s: no route to %s's pods: %w\n%s", n.Name, other.Name, err, n.kubeRouter.tail(30))
+			}
+		}
 	}
 	return nil
 }

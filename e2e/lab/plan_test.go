@@ -56,9 +56,11 @@ func TestPlanGivesEveryNodeTheConfiguredPrimary(t *testing.T) {
 }
 
 func TestPrimaryConflistIsAValidConflist(t *testing.T) {
-	list, err := libcni.ConfListFromBytes([]byte(PrimaryConflist(PrimaryFlannel, netip.MustParsePrefix("198.18.7.0/24"))))
-	if err != nil || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != "flannel" {
-		t.Errorf("flannel conflist: %v, %+v", err, list)
+	for primary, typ := range map[string]string{PrimaryFlannel: "flannel", PrimaryFlannelHostGW: "flannel", PrimaryKubeRouter: "bridge"} {
+		list, err := libcni.ConfListFromBytes([]byte(PrimaryConflist(primary, netip.MustParsePrefix("198.18.7.0/24"))))
+		if err != nil || len(list.Plugins) != 1 || list.Plugins[0].Network.Type != typ {
+			t.Errorf("%s conflist: %v, %+v", primary, err, list)
+		}
 	}
 	for _, primary := range []string{PrimaryPTP, PrimaryBridge} {
 		list, err := libcni.ConfListFromBytes([]byte(PrimaryConflist(primary, netip.MustParsePrefix("198.18.7.0/24"))))
