@@ -67,3 +67,16 @@ func UnderlayRoutes(uplink string) (map[netip.Prefix]netip.Addr, error) {
 	}
 	return out, nil
 }
+
+// InterfaceNames lists the names of the node's interfaces.
+func InterfaceNames() (map[string]bool, error) {
+	links, err := linkList()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(links))
+	for _, l := range links {
+		out[l.Attrs().Name] = true
+	}
+	return out, nil
+}

@@ -3,59 +3,104 @@ package install
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 )
 
 // BeingRemoved tells, when the agent is asked to stop, whether nsegress
 // is being uninstalled (its DaemonSet deleted) or the agent merely
-// restarts (an upgrade, a node drain, a crash). Only positive evidence
-// counts as removal: the DaemonSet is gone or being deleted, or the
-// namespace it lives in is being deleted, or the agent's credentials were
-// revoked with it (its ServiceAccount or RBAC
-// deleted by the same `kubectl delete -k`). Any other error, such as an
-// API server that does not answer, keeps nsegress installed: a pod
-// created meanwhile must still get its egress IP.
+// restarts (an upgrade, a node drain, a crash, a force-deleted pod). Only
+// positive evidence counts as removal: the DaemonSet is gone or being
+// deleted, or the namespace it lives in is being deleted. Anything else,
+// an API server that does not answer and rejected credentials included,
+// keeps nsegress installed: a pod created meanwhile must still get its
+// egress IP. Credentials die with what they are bound to (the agent's
+// pod when it is force-deleted, its ServiceAccount) in routine
+// operations; when `kubectl delete -k` deletes them before the
+// DaemonSet, the deletion the RemovalWatch saw while the agent ran is the
+// evidence.
 func BeingRemoved(ctx context.Context, client kubernetes.Interface, namespace, daemonSet string) (bool, string) {
-	return beingRemoved(ctx, client, namespace, daemonSet, time.Second)
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ds, err := client.AppsV1().DaemonSets(namespace).Get(c, daemonSet, metav1.GetOptions{})
+	cancel()
+	switch {
+	case err == nil && ds.DeletionTimestamp != nil:
+		return true, fmt.Sprintf("DaemonSet %s/%s is being deleted", namespace, daemonSet)
+	case err == nil && namespaceDeleting(ctx, client, namespace):
+		// kubectl delete -k may delete the namespace before the
+		// DaemonSet: the namespace's deletion takes the pods down while
+		// the DaemonSet still stands.
+		return true, fmt.Sprintf("namespace %s, which holds DaemonSet %s, is being deleted", namespace, daemonSet)
+	case err == nil:
+		return false, fmt.Sprintf("DaemonSet %s/%s still exists: a restart, not an uninstall", namespace, daemonSet)
+	case apierrors.IsNotFound(err):
+		return true, fmt.Sprintf("DaemonSet %s/%s is gone", namespace, daemonSet)
+	}
+	return false, fmt.Sprintf("cannot tell whether DaemonSet %s/%s exists (%v): keeping nsegress installed", namespace, daemonSet, err)
 }
 
-// beingRemoved is BeingRemoved with the pause between tries as a
-// parameter. A 401 or 403 counts only when it persists over three tries:
-// an API server that restarts and has not synced its RBAC yet, or a
-// signing key that rotates, must not uninstall nsegress from a node.
-func beingRemoved(ctx context.Context, client kubernetes.Interface, namespace, daemonSet string, pause time.Duration) (bool, string) {
-	const tries = 3
-	for try := 1; ; try++ {
-		c, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ds, err := client.AppsV1().DaemonSets(namespace).Get(c, daemonSet, metav1.GetOptions{})
-		cancel()
-		switch {
-		case err == nil && ds.DeletionTimestamp != nil:
-			return true, fmt.Sprintf("DaemonSet %s/%s is being deleted", namespace, daemonSet)
-		case err == nil && namespaceDeleting(ctx, client, namespace):
-			// kubectl delete -k may delete the namespace before the
-			// DaemonSet: the namespace's deletion takes the pods down
-			// while the DaemonSet still stands.
-			return true, fmt.Sprintf("namespace %s, which holds DaemonSet %s, is being deleted", namespace, daemonSet)
-		case err == nil:
-			return false, fmt.Sprintf("DaemonSet %s/%s still exists: a restart, not an uninstall", namespace, daemonSet)
-		case apierrors.IsNotFound(err):
-			return true, fmt.Sprintf("DaemonSet %s/%s is gone", namespace, daemonSet)
-		case apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err):
-			if try == tries {
-				return true, fmt.Sprintf("the agent's credentials were revoked (%v, %d times): the install is being deleted", err, tries)
-			}
-			time.Sleep(pause)
-		default:
-			return false, fmt.Sprintf("cannot tell whether DaemonSet %s/%s exists (%v): keeping nsegress installed", namespace, daemonSet, err)
-		}
+// RemovalWatch remembers the positive evidence of an uninstall seen while
+// the agent runs: its DaemonSet deleted or being deleted, or the install
+// namespace being deleted. `kubectl delete -k` deletes the agent's
+// ServiceAccount and RBAC in the same breath, so by the time the agent is
+// asked to stop it may no longer be allowed to look; what it saw counts.
+type RemovalWatch struct {
+	mu  sync.Mutex
+	why string
+}
+
+// WatchRemoval starts watching the DaemonSet and its namespace until ctx
+// ends.
+func WatchRemoval(ctx context.Context, client kubernetes.Interface, namespace, daemonSet string) *RemovalWatch {
+	w := &RemovalWatch{}
+	byName := func(name string) informers.SharedInformerOption {
+		return informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+		})
 	}
+	dsf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(namespace), byName(daemonSet))
+	nsf := informers.NewSharedInformerFactoryWithOptions(client, 0, byName(namespace))
+	watch := func(inf cache.SharedIndexInformer, what string) {
+		deleting := func(o any) {
+			if m, ok := o.(metav1.Object); ok && m.GetDeletionTimestamp() != nil {
+				w.saw(what + " is being deleted")
+			}
+		}
+		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    deleting,
+			UpdateFunc: func(_, o any) { deleting(o) },
+			DeleteFunc: func(any) { w.saw(what + " was deleted") },
+		})
+	}
+	watch(dsf.Apps().V1().DaemonSets().Informer(), fmt.Sprintf("DaemonSet %s/%s", namespace, daemonSet))
+	watch(nsf.Core().V1().Namespaces().Informer(), fmt.Sprintf("namespace %s, which holds DaemonSet %s,", namespace, daemonSet))
+	dsf.Start(ctx.Done())
+	nsf.Start(ctx.Done())
+	return w
+}
+
+func (w *RemovalWatch) saw(why string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.why == "" {
+		w.why = why
+	}
+}
+
+// Seen says whether a deletion was seen, and which.
+func (w *RemovalWatch) Seen() (bool, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.why != "", w.why
 }
 
 // namespaceDeleting says whether the install namespace is being deleted;

@@ -57,8 +57,10 @@ func TestBeingRemovedNeedsPositiveEvidence(t *testing.T) {
 		{"a DaemonSet in a namespace that stays keeps nsegress", []runtime.Object{ds(false), &corev1.Namespace{
 			ObjectMeta: metav1.ObjectMeta{Name: "nsegress-system"}}}, nil, false},
 		{"a DaemonSet that is gone means uninstall", nil, nil, true},
-		{"revoked credentials mean uninstall", nil, failWith(apierrors.NewUnauthorized("token revoked")), true},
-		{"deleted RBAC means uninstall", nil, failWith(apierrors.NewForbidden(gr, "nsegress-agent", errors.New("no"))), true},
+		// A token bound to a force-deleted agent pod, or a restarting API
+		// server's RBAC cache: routine, never an uninstall on its own.
+		{"rejected credentials keep nsegress", nil, failWith(apierrors.NewUnauthorized("token revoked")), false},
+		{"a 403 keeps nsegress", nil, failWith(apierrors.NewForbidden(gr, "nsegress-agent", errors.New("no"))), false},
 		{"an API server that does not answer keeps nsegress", nil, failWith(errors.New("connection refused")), false},
 		{"a timeout keeps nsegress", nil, failWith(apierrors.NewTimeoutError("slow", 1)), false},
 		{"a 401 that goes away keeps nsegress", []runtime.Object{ds(false)}, failOnce(apierrors.NewUnauthorized("cache not synced")), false},
@@ -68,9 +70,91 @@ func TestBeingRemovedNeedsPositiveEvidence(t *testing.T) {
 			if tc.react != nil {
 				tc.react(c)
 			}
-			got, why := beingRemoved(context.Background(), c, "nsegress-system", "nsegress-agent", time.Millisecond)
+			got, why := BeingRemoved(context.Background(), c, "nsegress-system", "nsegress-agent")
 			if got != tc.want {
 				t.Errorf("BeingRemoved = %v (%s), want %v", got, why, tc.want)
+			}
+		})
+	}
+}
+
+// TestRemovalWatchRemembersAnObservedDeletion: a restart leaves the watch
+// quiet; the DaemonSet being deleted, deleted, or its namespace being
+// deleted is remembered, so that credentials that die afterwards do not
+// hide it.
+func TestRemovalWatchRemembersAnObservedDeletion(t *testing.T) {
+	now := metav1.Now()
+	for _, tc := range []struct {
+		name   string
+		change func(c *fake.Clientset) error
+		want   string
+	}{
+		{"the DaemonSet is updated (a rolling update)", func(c *fake.Clientset) error {
+			ds, err := c.AppsV1().DaemonSets("nsegress-system").Get(context.Background(), "nsegress-agent", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			ds.Spec.Template.Annotations = map[string]string{"restartedAt": "now"}
+			_, err = c.AppsV1().DaemonSets("nsegress-system").Update(context.Background(), ds, metav1.UpdateOptions{})
+			return err
+		}, ""},
+		{"the DaemonSet is being deleted", func(c *fake.Clientset) error {
+			ds, err := c.AppsV1().DaemonSets("nsegress-system").Get(context.Background(), "nsegress-agent", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			ds.DeletionTimestamp = &now
+			_, err = c.AppsV1().DaemonSets("nsegress-system").Update(context.Background(), ds, metav1.UpdateOptions{})
+			return err
+		}, "DaemonSet nsegress-system/nsegress-agent is being deleted"},
+		{"the DaemonSet is deleted", func(c *fake.Clientset) error {
+			return c.AppsV1().DaemonSets("nsegress-system").Delete(context.Background(), "nsegress-agent", metav1.DeleteOptions{})
+		}, "DaemonSet nsegress-system/nsegress-agent was deleted"},
+		{"the namespace is being deleted", func(c *fake.Clientset) error {
+			ns, err := c.CoreV1().Namespaces().Get(context.Background(), "nsegress-system", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			ns.DeletionTimestamp = &now
+			_, err = c.CoreV1().Namespaces().Update(context.Background(), ns, metav1.UpdateOptions{})
+			return err
+		}, "namespace nsegress-system, which holds DaemonSet nsegress-agent, is being deleted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := fake.NewSimpleClientset(
+				&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "nsegress-system", Name: "nsegress-agent"}},
+				&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "nsegress-system"}})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			w := WatchRemoval(ctx, c, "nsegress-system", "nsegress-agent")
+			time.Sleep(100 * time.Millisecond) // the informers list and watch
+			if err := tc.change(c); err != nil {
+				t.Fatal(err)
+			}
+			// The credentials die: later API calls fail, the watch's
+			// memory stays.
+			c.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, apierrors.NewUnauthorized("token of a deleted ServiceAccount")
+			})
+			deadline := time.Now().Add(2 * time.Second)
+			for {
+				seen, why := w.Seen()
+				if tc.want == "" {
+					if time.Now().After(deadline) {
+						return
+					}
+					if seen {
+						t.Fatalf("a restart was taken for a removal: %s", why)
+					}
+				} else if seen {
+					if why != tc.want {
+						t.Errorf("Seen = %q, want %q", why, tc.want)
+					}
+					return
+				} else if time.Now().After(deadline) {
+					t.Fatalf("the deletion was not seen")
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 		})
 	}

@@ -34,6 +34,8 @@ type Links interface {
 	// Apply makes the node's tunnels, routes, rules and floating IPs
 	// what the plan says and returns the floating IPs it added.
 	Apply(datapath.Plan) (added []netip.Addr, err error)
+	// Interfaces are the names of the node's interfaces.
+	Interfaces() (map[string]bool, error)
 	// UnderlayRoutes are the main table's routes through the uplink with
 	// a next hop (datapath.UnderlayRoutes).
 	UnderlayRoutes(uplink string) (map[netip.Prefix]netip.Addr, error)
@@ -71,6 +73,8 @@ func (hostLinks) Uplink(name string, nodeIP netip.Addr) (string, int, error) {
 }
 
 func (hostLinks) Apply(p datapath.Plan) ([]netip.Addr, error) { return datapath.Apply(p) }
+
+func (hostLinks) Interfaces() (map[string]bool, error) { return datapath.InterfaceNames() }
 
 func (hostLinks) UnderlayRoutes(uplink string) (map[netip.Prefix]netip.Addr, error) {
 	return datapath.UnderlayRoutes(uplink)
@@ -161,6 +165,11 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 	if err != nil {
 		return "", nil, err
 	}
+	ifaces, err := k.Links.Interfaces()
+	if err != nil {
+		// Unknown: every recorded pod keeps its element.
+		r.cfg.Logf("node: %v", err)
+	}
 	direct, err := k.Links.UnderlayRoutes(uplink)
 	if err != nil {
 		// Unknown: return every node's replies through the tunnel, which
@@ -169,7 +178,7 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 	}
 	d, err := plan(v, facts{
 		nodeName: r.cfg.NodeName, port: r.cfg.Port, uplink: uplink, uplinkMTU: mtu, underlayRoutes: direct,
-		records: recs, held: held, pods: pods, now: r.now(), ignorePodRanges: r.cfg.IgnorePodRanges, settings: r.cfg.Settings,
+		records: recs, held: held, pods: pods, ifaces: ifaces, now: r.now(), ignorePodRanges: r.cfg.IgnorePodRanges, settings: r.cfg.Settings,
 	})
 	if err != nil {
 		return "", nil, err

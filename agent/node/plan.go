@@ -13,11 +13,6 @@ import (
 	"github.com/nsegress/nsegress/nodestate"
 )
 
-// UnknownPodGrace is how long a pod record whose pod the agent's informer
-// does not know keeps its element: long enough for any watch lag, short
-// enough that a lost DEL leaves no element behind for good.
-const UnknownPodGrace = 2 * time.Minute
-
 // facts is what the node holds and is, read from the node before
 // planning, so that plan itself reads nothing.
 type facts struct {
@@ -38,6 +33,10 @@ type facts struct {
 	held []netip.Addr
 	// pods is the nft pods map as it is now.
 	pods map[nft.PodKey]uint16
+	// ifaces are the node's interfaces by name, nil when unknown: a
+	// recorded pod whose informer has not seen it keeps its element while
+	// its own interface exists.
+	ifaces map[string]bool
 	// now is when the plan is made.
 	now time.Time
 	// settings place the marks, tables and rules.
@@ -111,7 +110,7 @@ func plan(v view, f facts) (desired, error) {
 	d.held = slices.Concat(f.held, d.links.FloatingIPs)
 	slices.SortFunc(d.held, netip.Addr.Compare)
 	d.held = slices.Compact(d.held)
-	d.nft.Pods = desiredPods(v, f.records, f.pods, d.nft.Policies, f.now)
+	d.nft.Pods = desiredPods(v, f.records, f.pods, d.nft.Policies, f.ifaces)
 	d.nft.Guards = guards(f.records, d.nft.Pods)
 	d.records = movedRecords(v, f.records, d.nft.Pods)
 	return d, nil
@@ -267,7 +266,7 @@ func floatingIPs(v view, self string, heldBefore []netip.Addr) (hold, release []
 
 // desiredPods is the pods map the node should have: each recorded pod on
 // the policy that governs it now.
-func desiredPods(v view, recs []nodestate.PodRecord, current map[nft.PodKey]uint16, policies []nft.Policy, now time.Time) map[nft.PodKey]uint16 {
+func desiredPods(v view, recs []nodestate.PodRecord, current map[nft.PodKey]uint16, policies []nft.Policy, ifaces map[string]bool) map[nft.PodKey]uint16 {
 	ids := map[uint16]bool{}
 	for _, p := range policies {
 		ids[p.ID] = true
@@ -284,10 +283,12 @@ func desiredPods(v view, recs []nodestate.PodRecord, current map[nft.PodKey]uint
 		}
 		id, ok := podPolicy(v, rec)
 		if !ok {
-			// Labels not seen yet: keep what ADD programmed, unless the
-			// pod has been unknown for so long that its DEL was lost
-			// (a node crash, a runtime that forgot it).
-			if cur, has := current[k]; has && ids[cur] && now.Sub(rec.Added) < UnknownPodGrace {
+			// Labels not seen (a new pod, or a watch that is broken,
+			// however long): keep what ADD programmed while the pod's
+			// own interface exists. A pod whose DEL was lost (a node
+			// crash, a runtime that forgot it) has lost its interface
+			// with its network namespace.
+			if cur, has := current[k]; has && ids[cur] && podInterfaceExists(rec, ifaces) {
 				pods[k] = cur
 			}
 			continue
@@ -297,6 +298,20 @@ func desiredPods(v view, recs []nodestate.PodRecord, current map[nft.PodKey]uint
 		}
 	}
 	return pods
+}
+
+// podInterfaceExists says whether a recorded pod's own interface is still
+// on the node: its bridge port when it sits on a bridge (the bridge itself
+// outlives its pods), else its host interface. Unknown interfaces (nil)
+// count as present.
+func podInterfaceExists(rec nodestate.PodRecord, ifaces map[string]bool) bool {
+	if ifaces == nil {
+		return true
+	}
+	if rec.Port != "" {
+		return ifaces[rec.Port]
+	}
+	return ifaces[rec.HostIf]
 }
 
 // podPolicy is the tunnel ID of the policy that governs a recorded pod

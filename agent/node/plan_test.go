@@ -466,16 +466,27 @@ func TestDesiredPodsFollowPoliciesAndForgetPodsWhoseDELWasLost(t *testing.T) {
 		return nodestate.PodRecord{Namespace: ns, Name: name, IP: netip.MustParseAddr(ip), HostIf: "veth-" + ip, Added: added}
 	}
 	key := func(ip string) nft.PodKey { return nft.PodKey{IP: netip.MustParseAddr(ip), HostIf: "veth-" + ip} }
+	bridged := nodestate.PodRecord{Namespace: "purple", Name: "bridged", IP: netip.MustParseAddr("198.18.1.7"),
+		HostIf: "cni0", Port: "veth-br", Added: now.Add(-time.Hour)}
+	bridgedGone := nodestate.PodRecord{Namespace: "purple", Name: "bridged-gone", IP: netip.MustParseAddr("198.18.1.8"),
+		HostIf: "cni0", Port: "veth-br-gone", Added: now.Add(-time.Hour)}
 	recs := []nodestate.PodRecord{
 		rec("purple", "a", "198.18.1.2", now),                       // selected
 		rec("plain", "b", "198.18.1.3", now),                        // not selected
 		rec("purple", "new", "198.18.1.4", now.Add(-time.Second)),   // informer has not seen it yet
-		rec("purple", "gone", "198.18.1.5", now.Add(-time.Hour)),    // DEL never came
+		rec("purple", "gone", "198.18.1.5", now.Add(-time.Hour)),    // DEL never came: its veth is gone
 		rec("purple", "moved", "198.18.1.6", now.Add(-time.Minute)), // labels unknown, element of a removed policy
+		rec("purple", "unseen", "198.18.1.9", now.Add(-time.Hour)),  // an hour unseen (a broken watch), veth still there
+		bridged,     // on a bridge, unseen, its port still there
+		bridgedGone, // on a bridge, its port gone (the bridge stays)
 	}
-	current := map[nft.PodKey]uint16{key("198.18.1.4"): 7, key("198.18.1.5"): 7, key("198.18.1.6"): 9}
-	got := desiredPods(v, recs, current, []nft.Policy{{ID: 7}}, now)
-	want := map[nft.PodKey]uint16{key("198.18.1.2"): 7, key("198.18.1.4"): 7}
+	bkey := func(r nodestate.PodRecord) nft.PodKey { return nft.PodKey{IP: r.IP, HostIf: r.HostIf} }
+	current := map[nft.PodKey]uint16{key("198.18.1.4"): 7, key("198.18.1.5"): 7, key("198.18.1.6"): 9, key("198.18.1.9"): 7,
+		bkey(bridged): 7, bkey(bridgedGone): 7}
+	ifaces := map[string]bool{"eth0": true, "cni0": true, "veth-198.18.1.4": true, "veth-198.18.1.6": true,
+		"veth-198.18.1.9": true, "veth-br": true}
+	got := desiredPods(v, recs, current, []nft.Policy{{ID: 7}}, ifaces)
+	want := map[nft.PodKey]uint16{key("198.18.1.2"): 7, key("198.18.1.4"): 7, key("198.18.1.9"): 7, bkey(bridged): 7}
 	if !maps.Equal(got, want) {
 		t.Errorf("desired pods = %v, want %v", got, want)
 	}

@@ -35,6 +35,9 @@ type fakeKernel struct {
 	addrs map[netip.Addr]bool
 	// announced lists every gratuitous ARP sent.
 	announced []netip.Addr
+	// ifaces are the node's interfaces; nil: unknown (every recorded
+	// pod's interface counts as present).
+	ifaces map[string]bool
 }
 
 func newFakeKernel() *fakeKernel { return &fakeKernel{addrs: map[netip.Addr]bool{}} }
@@ -121,6 +124,12 @@ func (f fakeLinks) Announce(_ string, ip netip.Addr) error {
 	defer f.k.mu.Unlock()
 	f.k.announced = append(f.k.announced, ip)
 	return nil
+}
+
+func (f fakeLinks) Interfaces() (map[string]bool, error) {
+	f.k.mu.Lock()
+	defer f.k.mu.Unlock()
+	return maps.Clone(f.k.ifaces), nil
 }
 
 // UnderlayRoutes: none, so every node's replies return through the
@@ -228,8 +237,7 @@ func cut(key string) (ns, name string, ok bool) {
 	return "", key, false
 }
 
-// testNow is the tests' clock: pods recorded at testNow are never older
-// than UnknownPodGrace.
+// testNow is the tests' clock.
 var testNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
 // testNode is one node's reconciler on a fake kernel and a state dir of
@@ -488,10 +496,24 @@ func TestReconcileKeepsWhatADDProgrammedUntilTheInformerSeesThePod(t *testing.T)
 	if n.k.state().Pods[key] != 1 {
 		t.Errorf("a pod ADD programmed lost its element before the informer saw it")
 	}
-	n.r.now = func() time.Time { return testNow.Add(UnknownPodGrace + time.Second) }
+	// However long the informer does not see it (a broken watch), the
+	// element stays while the pod's interface exists...
+	n.k.mu.Lock()
+	n.k.ifaces = map[string]bool{"eth0": true, rec.HostIf: true}
+	n.k.mu.Unlock()
+	n.r.now = func() time.Time { return testNow.Add(24 * time.Hour) }
+	n.sync(w)
+	if n.k.state().Pods[key] != 1 {
+		t.Errorf("a pod whose interface exists lost its element because the informer has not seen it for a day")
+	}
+	// ...and goes with it (the DEL was lost: the runtime tore the pod's
+	// namespace down without calling nsegress).
+	n.k.mu.Lock()
+	delete(n.k.ifaces, rec.HostIf)
+	n.k.mu.Unlock()
 	n.sync(w)
 	if _, ok := n.k.state().Pods[key]; ok {
-		t.Errorf("a pod unknown for longer than %s keeps its element", UnknownPodGrace)
+		t.Errorf("a pod whose interface is gone keeps its element")
 	}
 }
 

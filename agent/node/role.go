@@ -28,6 +28,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/api/v1alpha1"
@@ -152,6 +154,9 @@ func (r *Role) Run(ctx context.Context) error {
 	if err := r.watchRecords(ctx); err != nil {
 		r.cfg.Logf("node: %v (pod records are then picked up at each resync)", err)
 	}
+	if err := r.watchRoutes(ctx); err != nil {
+		r.cfg.Logf("node: %v (route changes are then picked up at each resync)", err)
+	}
 	tick := time.NewTicker(r.cfg.Resync)
 	defer tick.Stop()
 	backoff := time.Duration(0)
@@ -186,6 +191,28 @@ func (r *Role) reconcileView() error {
 		return err
 	}
 	return r.reconcile(v)
+}
+
+// watchRoutes kicks a reconcile whenever a route of the main table
+// changes: whether a gateway returns a node's replies through the tunnel
+// depends on how the main table routes that node's pods (plan's
+// returnNodes), which the primary changes when nodes come and go or it
+// recreates its devices. nsegress's own routes live in other tables.
+func (r *Role) watchRoutes(ctx context.Context) error {
+	updates := make(chan netlink.RouteUpdate, 64)
+	if err := netlink.RouteSubscribeWithOptions(updates, ctx.Done(), netlink.RouteSubscribeOptions{
+		ErrorCallback: func(error) { r.Kick() },
+	}); err != nil {
+		return fmt.Errorf("watch routes: %w", err)
+	}
+	go func() {
+		for u := range updates {
+			if u.Table == unix.RT_TABLE_MAIN {
+				r.Kick()
+			}
+		}
+	}()
+	return nil
 }
 
 // watchRecords kicks a reconcile whenever the plugin writes or removes a

@@ -66,6 +66,9 @@ func runAgent(o options) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// Uninstall only on an observed deletion of the DaemonSet or its
+	// namespace, remembered from while the agent could still look.
+	removals := install.WatchRemoval(ctx, client, o.namespace, o.daemonSet)
 	role := node.New(node.Config{
 		Client: client, Dynamic: dyn, NodeName: o.nodeName, StateDir: o.stateDir,
 		Port: o.vxlanPort, Settings: o.settings, IgnorePodRanges: o.ignorePodRanges, Uplink: o.uplink, Resync: o.resync, Logf: logger.Printf,
@@ -121,7 +124,10 @@ func runAgent(o options) error {
 		return err
 	}
 
-	removed, why := install.BeingRemoved(context.Background(), client, o.namespace, o.daemonSet)
+	removed, why := removals.Seen()
+	if !removed {
+		removed, why = install.BeingRemoved(context.Background(), client, o.namespace, o.daemonSet)
+	}
 	logger.Printf("stopping: %s", why)
 	if !removed {
 		return nil
