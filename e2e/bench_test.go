@@ -42,28 +42,6 @@ func stats(d []time.Duration) (median, p99 time.Duration) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// benchPolicy is a policy selecting namespace ns for the benchmarks, to
-// backend 1, pinned to the first floating IP.
-func benchPolicy(ns string) string {
-	return fmt.Sprintf(`apiVersion: nsegress.io/v1alpha1
-kind: NetworkGatewayGroup
-metadata: {name: onprem, namespace: nsegress-system}
-spec:
-  floatingIPs: [198.51.100.101, 198.51.100.102, 198.51.100.103]
-  nodeSelector: {matchLabels: {nsegress.io/gateway: "true"}}
----
-apiVersion: nsegress.io/v1alpha1
-kind: EgressNATPolicy
-metadata: {name: %[1]s}
-spec:
-  sources: [{namespaceSelector: {matchLabels: {team: %[1]s}}}]
-  action: SNAT
-  destinations: [{cidr: 203.0.113.0/24}]
-  gatewayRef: {name: onprem, namespace: nsegress-system}
-  egressIP: 198.51.100.101
-`, ns)
-}
-
 func applyManifest(b testing.TB, c Cluster, manifest string) {
 	b.Helper()
 	if out, err := kubectl(context.Background(), c, manifest, "apply", "-f", "-"); err != nil {
@@ -126,7 +104,7 @@ func BenchmarkCNIChain(b *testing.B) {
 	if out, err := kubectl(ctx, c, "", "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"); err != nil {
 		b.Fatalf("CRDs not established: %v\n%s", err, out)
 	}
-	applyManifest(b, c, benchPolicy(ns))
+	applyManifest(b, c, onePolicy(ns))
 	// The tunnel ID the elected agent would give the policy: no agent
 	// runs in this tier.
 	if out, err := kubectl(ctx, c, "", "patch", "egressnatpolicy", ns, "--subresource=status", "--type=merge",
@@ -262,7 +240,7 @@ func BenchmarkPodStartup(b *testing.B) {
 		installNsegress(b, c)
 		const ns = "bench-start"
 		testNamespace(b, cs, ns, map[string]string{"team": ns})
-		applyManifest(b, c, benchPolicy(ns))
+		applyManifest(b, c, onePolicy(ns))
 		waitPoliciesReady(b, c, ns)
 		with = measure(ns)
 		uninstallNsegress(b, c)
@@ -326,7 +304,7 @@ func BenchmarkEgressPath(b *testing.B) {
 	const tunnel, direct = "bench-tunnel", "bench-direct"
 	testNamespace(b, cs, tunnel, map[string]string{"team": tunnel})
 	testNamespace(b, cs, direct, map[string]string{"team": direct})
-	applyManifest(b, c, benchPolicy(tunnel))
+	applyManifest(b, c, onePolicy(tunnel))
 	waitPoliciesReady(b, c, tunnel)
 	worker := c.Nodes()[0]
 	backend := c.Backends()[0]

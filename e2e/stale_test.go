@@ -16,14 +16,7 @@ import (
 // TestANodeStillSteeringWithADeletedPolicysIDBorrowsNothing: the old
 // policy reaches the whole on-prem segment as .101, the IP the firewall
 // lets reach backend 1 only.
-const stalePolicies = `
-apiVersion: nsegress.io/v1alpha1
-kind: NetworkGatewayGroup
-metadata: {name: onprem, namespace: nsegress-system}
-spec:
-  floatingIPs: [198.51.100.101, 198.51.100.102, 198.51.100.103]
-  nodeSelector: {matchLabels: {nsegress.io/gateway: "true"}}
----
+const stalePolicies = onpremGroup + `---
 apiVersion: nsegress.io/v1alpha1
 kind: EgressNATPolicy
 metadata: {name: stale-old}
