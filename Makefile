@@ -15,7 +15,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ERRORLINT := codeberg.org/polyfloyd/go-errorlint@v1.9.1
 TEST_FLAGS ?=
 
-.PHONY: all build deps tools generate verify lint test test-unit cover bench demo clean
+.PHONY: all build deps tools generate verify lint test test-unit cover fuzz bench demo clean
 
 all: build
 
@@ -78,6 +78,16 @@ cover:
 	$(GO) test -short -count=1 -cover ./... | awk '/coverage:/ { pkg = ""; cov = ""; \
 		for (i = 1; i <= NF; i++) { if ($$i ~ /^github.com\//) pkg = $$i; if ($$i == "coverage:") cov = $$(i+1) } \
 		printf "%-48s %s\n", pkg, cov }' | sort
+
+## fuzz: run each fuzz target of a parser of outside input for FUZZTIME
+## (make test runs their seed corpora only)
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./agent/cniconf -run '^$$' -fuzz '^FuzzPatch$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./plugin -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./plugin -run '^$$' -fuzz '^FuzzAgentAnswer$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./nodestate -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./nodestate -run '^$$' -fuzz '^FuzzSnapshot$$' -fuzztime $(FUZZTIME)
 
 ## bench: the benchmarks of BENCHMARKS.md (as root, on the lab; not tests)
 bench: deps tools build
