@@ -3,6 +3,7 @@ package nft
 import (
 	"cmp"
 	"encoding/binary"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -149,19 +150,24 @@ func sourcesSet() nftables.Set {
 
 // sourceElems are the elements of the sources set: one per peer and
 // merged source range, the whole address space for a peer without one.
+// Peers of one address (a replaced node whose old Node object lingers)
+// are merged, so that the set does not depend on their order.
 func sourceElems(peers []TunnelPeer) []nftables.SetElement {
-	sorted := slices.Clone(peers)
-	slices.SortFunc(sorted, func(a, b TunnelPeer) int { return a.Addr.Compare(b.Addr) })
+	ranges := map[netip.Addr][]netip.Prefix{}
+	anySource := map[netip.Addr]bool{}
+	for _, p := range peers {
+		ranges[p.Addr] = append(ranges[p.Addr], p.Sources...)
+		anySource[p.Addr] = anySource[p.Addr] || len(p.Sources) == 0
+	}
+	addrs := slices.Collect(maps.Keys(ranges))
+	slices.SortFunc(addrs, netip.Addr.Compare)
 	var elems []nftables.SetElement
-	for i, p := range sorted {
-		if i > 0 && sorted[i-1].Addr == p.Addr {
-			continue // one node, one entry: the first wins
-		}
-		rs := mergeRanges(p.Sources)
-		if len(p.Sources) == 0 {
+	for _, a := range addrs {
+		rs := mergeRanges(ranges[a])
+		if anySource[a] {
 			rs = []addrRange{{0, ^uint32(0)}}
 		}
-		node := p.Addr.AsSlice()
+		node := a.AsSlice()
 		for _, r := range rs {
 			elems = append(elems, nftables.SetElement{
 				Key:    slices.Concat(node, be32(r.start)),

@@ -81,7 +81,7 @@ func (m MarkBits) Mark(id uint16) uint32 {
 
 // Validate checks that m is 12 contiguous bits.
 func (m MarkBits) Validate() error {
-	if m == 0 || uint32(m) != 0xfff<<bits.TrailingZeros32(uint32(m)) {
+	if bits.OnesCount32(uint32(m)) != 12 || uint32(m)>>bits.TrailingZeros32(uint32(m)) != 0xfff {
 		return fmt.Errorf("nft: mark bits %#08x are not 12 contiguous bits (for example 0x0fff0000 or 0x00000fff)", uint32(m))
 	}
 	return nil

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -34,7 +35,9 @@ func TestMark(t *testing.T) {
 			t.Errorf("%#08x.Mark(%d) = %#08x has bits outside the mask", uint32(tt.bits), tt.id, got)
 		}
 	}
-	for _, bad := range []MarkBits{0, 0x0ff00000, 0x1fff0000, 0x0f0f0f00, 0x00003ffe} {
+	// Masks whose 12 bits would run off the top (0xff000000 would give
+	// policies 1 and 2049 one mark) are refused too.
+	for _, bad := range []MarkBits{0, 0x0ff00000, 0x1fff0000, 0x0f0f0f00, 0x00003ffe, 0xff000000, 0xffe00000, 0x80000000} {
 		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "12 contiguous bits") {
 			t.Errorf("%#08x.Validate() = %v, want an error", uint32(bad), err)
 		}
@@ -234,5 +237,29 @@ func TestSortElements(t *testing.T) {
 	want := "\tset s {\n\t\telements = {\n\t\t\ta,\n\t\t\tb,\n\t\t\tc,\n\t\t}\n\t}\n"
 	if got := sortElements(in); got != want {
 		t.Fatalf("sortElements:\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestSourceElemsMergePeersOfOneAddress: two Node objects with one
+// address (a replaced node whose old object lingers) give the same set in
+// any order: their ranges merged, or any source when one has none.
+func TestSourceElemsMergePeersOfOneAddress(t *testing.T) {
+	a := netip.MustParseAddr("10.0.0.1")
+	r1, r2 := netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("10.244.7.0/24")
+	render := func(peers []TunnelPeer) string {
+		var out []string
+		for _, e := range sourceElems(peers) {
+			out = append(out, fmt.Sprintf("%x-%x", e.Key, e.KeyEnd))
+		}
+		return strings.Join(out, " ")
+	}
+	one, other := render([]TunnelPeer{{Addr: a, Sources: []netip.Prefix{r1}}, {Addr: a, Sources: []netip.Prefix{r2}}}),
+		render([]TunnelPeer{{Addr: a, Sources: []netip.Prefix{r2}}, {Addr: a, Sources: []netip.Prefix{r1}}})
+	if one != other || strings.Count(one, " ") != 1 {
+		t.Errorf("merged ranges depend on order or lost one: %q vs %q", one, other)
+	}
+	anyOne := render([]TunnelPeer{{Addr: a, Sources: []netip.Prefix{r1}}, {Addr: a}})
+	if want := "0a00000100000000-0a000001ffffffff"; anyOne != want {
+		t.Errorf("a peer without ranges beside one with: %q, want any source %q", anyOne, want)
 	}
 }

@@ -95,7 +95,9 @@ func removeStale(s Settings, keep map[uint16]bool, rules []netlink.Rule) error {
 	keepTable := func(t int) bool { return s.ownsTable(t) && keep[uint16(t-s.TableBase)] }
 	for _, r := range rules {
 		if r.Priority == s.returnPriority() {
-			if !devices[r.IifName] {
+			// Only nsegress's own return rules: another component's
+			// rule at this priority is not ours to remove.
+			if isOurRule(s, r) && !devices[r.IifName] {
 				// ENOENT: the rule is gone already.
 				if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, syscall.ENOENT) {
 					return fmt.Errorf("remove rule iif %s: %w", r.IifName, err)

@@ -142,10 +142,13 @@ func addRule(s Settings, t Tunnel) error {
 }
 
 // syncReturnRule keeps "iif <device> lookup main" at the return rules'
-// priority for tunnel and local modes and removes it otherwise; rules are
-// nsegress's rules as listed before.
+// priority in tunnel mode, where replies come back out of the tunnel, and
+// removes it otherwise; rules are nsegress's rules as listed before. The
+// gateway (local mode) has none: tunnel traffic there must be forwarded
+// by the policy's table, which forwards only the policy's destinations
+// (throw routes to main) and nothing else.
 func syncReturnRule(s Settings, t Tunnel, rules []netlink.Rule) error {
-	want := t.Mode == nft.ModeTunnel || t.Mode == nft.ModeLocal
+	want := t.Mode == nft.ModeTunnel
 	found := false
 	for _, r := range rules {
 		if r.Priority != s.returnPriority() || r.IifName != t.Device() {

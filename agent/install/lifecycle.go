@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,31 +29,33 @@ import (
 // operations; when `kubectl delete -k` deletes them before the
 // DaemonSet, the deletion the RemovalWatch saw while the agent ran is the
 // evidence.
-func BeingRemoved(ctx context.Context, client kubernetes.Interface, namespace, daemonSet string) (bool, string) {
+func BeingRemoved(ctx context.Context, client kubernetes.Interface, namespace, daemonSet string) (removed, known bool, why string) {
 	c, cancel := context.WithTimeout(ctx, 5*time.Second)
 	ds, err := client.AppsV1().DaemonSets(namespace).Get(c, daemonSet, metav1.GetOptions{})
 	cancel()
 	switch {
 	case err == nil && ds.DeletionTimestamp != nil:
-		return true, fmt.Sprintf("DaemonSet %s/%s is being deleted", namespace, daemonSet)
+		return true, true, fmt.Sprintf("DaemonSet %s/%s is being deleted", namespace, daemonSet)
 	case err == nil && namespaceDeleting(ctx, client, namespace):
 		// kubectl delete -k may delete the namespace before the
 		// DaemonSet: the namespace's deletion takes the pods down while
 		// the DaemonSet still stands.
-		return true, fmt.Sprintf("namespace %s, which holds DaemonSet %s, is being deleted", namespace, daemonSet)
+		return true, true, fmt.Sprintf("namespace %s, which holds DaemonSet %s, is being deleted", namespace, daemonSet)
 	case err == nil:
-		return false, fmt.Sprintf("DaemonSet %s/%s still exists: a restart, not an uninstall", namespace, daemonSet)
+		return false, true, fmt.Sprintf("DaemonSet %s/%s still exists: a restart, not an uninstall", namespace, daemonSet)
 	case apierrors.IsNotFound(err):
-		return true, fmt.Sprintf("DaemonSet %s/%s is gone", namespace, daemonSet)
+		return true, true, fmt.Sprintf("DaemonSet %s/%s is gone", namespace, daemonSet)
 	}
-	return false, fmt.Sprintf("cannot tell whether DaemonSet %s/%s exists (%v): keeping nsegress installed", namespace, daemonSet, err)
+	return false, false, fmt.Sprintf("cannot tell whether DaemonSet %s/%s exists (%v): keeping nsegress installed", namespace, daemonSet, err)
 }
 
 // RemovalWatch remembers the positive evidence of an uninstall seen while
 // the agent runs: its DaemonSet deleted or being deleted, or the install
 // namespace being deleted. `kubectl delete -k` deletes the agent's
 // ServiceAccount and RBAC in the same breath, so by the time the agent is
-// asked to stop it may no longer be allowed to look; what it saw counts.
+// asked to stop it may no longer be allowed to look; what it saw counts
+// then. An object seen again without a deletion (a DaemonSet deleted with
+// --cascade=orphan and recreated) clears what was seen of it.
 type RemovalWatch struct {
 	mu  sync.Mutex
 	why string
@@ -71,8 +74,12 @@ func WatchRemoval(ctx context.Context, client kubernetes.Interface, namespace, d
 	nsf := informers.NewSharedInformerFactoryWithOptions(client, 0, byName(namespace))
 	watch := func(inf cache.SharedIndexInformer, what string) {
 		deleting := func(o any) {
-			if m, ok := o.(metav1.Object); ok && m.GetDeletionTimestamp() != nil {
+			m, ok := o.(metav1.Object)
+			switch {
+			case ok && m.GetDeletionTimestamp() != nil:
 				w.saw(what + " is being deleted")
+			case ok:
+				w.clear(what)
 			}
 		}
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -93,6 +100,15 @@ func (w *RemovalWatch) saw(why string) {
 	defer w.mu.Unlock()
 	if w.why == "" {
 		w.why = why
+	}
+}
+
+// clear forgets a deletion seen of what, which exists again.
+func (w *RemovalWatch) clear(what string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if strings.HasPrefix(w.why, what+" ") {
+		w.why = ""
 	}
 }
 

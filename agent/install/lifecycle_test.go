@@ -70,7 +70,7 @@ func TestBeingRemovedNeedsPositiveEvidence(t *testing.T) {
 			if tc.react != nil {
 				tc.react(c)
 			}
-			got, why := BeingRemoved(context.Background(), c, "nsegress-system", "nsegress-agent")
+			got, _, why := BeingRemoved(context.Background(), c, "nsegress-system", "nsegress-agent")
 			if got != tc.want {
 				t.Errorf("BeingRemoved = %v (%s), want %v", got, why, tc.want)
 			}
@@ -175,4 +175,38 @@ func TestRemoveTaintLiftsOnlyItsOwnKey(t *testing.T) {
 	if len(got.Spec.Taints) != 1 || got.Spec.Taints[0].Key != "other" {
 		t.Errorf("taints = %v, want only other", got.Spec.Taints)
 	}
+}
+
+// TestRemovalWatchForgetsADaemonSetThatIsBack: a DaemonSet deleted with
+// --cascade=orphan and created again (to change an immutable field) is
+// not an uninstall: the agents that roll later must keep nsegress.
+func TestRemovalWatchForgetsADaemonSetThatIsBack(t *testing.T) {
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "nsegress-system", Name: "nsegress-agent"}}
+	c := fake.NewSimpleClientset(ds.DeepCopy(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "nsegress-system"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := WatchRemoval(ctx, c, "nsegress-system", "nsegress-agent")
+	time.Sleep(100 * time.Millisecond)
+	if err := c.AppsV1().DaemonSets("nsegress-system").Delete(ctx, "nsegress-agent", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSeen := func(want bool) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			seen, why := w.Seen()
+			if seen == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Seen = %v (%s), want %v", seen, why, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitSeen(true)
+	if _, err := c.AppsV1().DaemonSets("nsegress-system").Create(ctx, ds.DeepCopy(), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSeen(false)
 }

@@ -124,9 +124,11 @@ func runAgent(o options) error {
 		return err
 	}
 
-	removed, why := removals.Seen()
-	if !removed {
-		removed, why = install.BeingRemoved(context.Background(), client, o.namespace, o.daemonSet)
+	// What the API says now wins; what the watch saw counts when the API
+	// cannot tell (the credentials already deleted with the install).
+	removed, known, why := install.BeingRemoved(context.Background(), client, o.namespace, o.daemonSet)
+	if seen, sawWhy := removals.Seen(); !known && seen {
+		removed, why = true, sawWhy+" (seen while the agent ran; now: "+why+")"
 	}
 	logger.Printf("stopping: %s", why)
 	if !removed {
