@@ -1,7 +1,6 @@
 package nft
 
 import (
-	"bytes"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -31,23 +30,11 @@ type monitor struct {
 	t   testing.TB
 	ns  netns.NsHandle
 	cmd *exec.Cmd
-	mu  sync.Mutex
-	out bytes.Buffer
-}
-
-// Write collects the monitor's output.
-func (m *monitor) Write(p []byte) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.out.Write(p)
+	out privtest.SyncBuffer
 }
 
 // text returns what the monitor printed so far.
-func (m *monitor) text() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.out.String()
-}
+func (m *monitor) text() string { return m.out.String() }
 
 // startMonitor starts `nft monitor` in ns and returns once it reports
 // events.
@@ -55,7 +42,7 @@ func startMonitor(t testing.TB, ns netns.NsHandle) *monitor {
 	t.Helper()
 	m := &monitor{t: t, ns: ns}
 	m.cmd = exec.Command("nsenter", "--net="+nsPath(ns), "--", "nft", "monitor")
-	m.cmd.Stdout, m.cmd.Stderr = m, m
+	m.cmd.Stdout, m.cmd.Stderr = &m.out, &m.out
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

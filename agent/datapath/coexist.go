@@ -63,7 +63,7 @@ func conflicts(s Settings, port uint16, rules []netlink.Rule, links []netlink.Li
 		if isOurRule(s, r) {
 			continue
 		}
-		desc := fmt.Sprintf("ip rule %d (table %d, fwmark %#x/%s, iif %q)", r.Priority, r.Table, r.Mark, ruleMask(r), r.IifName)
+		desc := fmt.Sprintf("ip rule %d (table %d, fwmark %#x/%#x, iif %q)", r.Priority, r.Table, r.Mark, markMask(r), r.IifName)
 		switch {
 		case r.Priority == s.RulePriority || r.Priority == s.returnPriority():
 			out = append(out, fmt.Sprintf("%s sits at nsegress's rule priority %d/%d: set rule-priority", desc, s.RulePriority, s.returnPriority()))
@@ -107,5 +107,3 @@ func markMask(r netlink.Rule) uint32 {
 	}
 	return *r.Mask
 }
-
-func ruleMask(r netlink.Rule) string { return fmt.Sprintf("%#x", markMask(r)) }
