@@ -49,6 +49,15 @@ type Cluster interface {
 	// RecreateOverlay restarts a node's overlay primary (flannel) the way
 	// an upgrade does: its daemon stops, its device goes and comes back.
 	RecreateOverlay(ctx context.Context, node string) error
+	// SetUnderlay pulls a node's underlay cable out (up false) or plugs
+	// it back in.
+	SetUnderlay(node string, up bool) error
+	// FreezeNode stops or resumes every process of a node; frozen with
+	// its cable pulled, it is a dead machine to the rest of the cluster.
+	FreezeNode(node string, frozen bool) error
+	// UplinkAddrs are the addresses on a node's underlay interface, read
+	// from outside the node.
+	UplinkAddrs(node string) ([]string, error)
 }
 
 // labCluster adapts the embedded lab to Cluster.
@@ -101,6 +110,14 @@ func (c labCluster) HostExec(ctx context.Context, host string, argv ...string) (
 func (c labCluster) RecreateOverlay(ctx context.Context, node string) error {
 	return c.lab.RecreateOverlay(ctx, node)
 }
+
+func (c labCluster) SetUnderlay(node string, up bool) error { return c.lab.SetUnderlay(node, up) }
+
+func (c labCluster) FreezeNode(node string, frozen bool) error {
+	return c.lab.FreezeNode(node, frozen)
+}
+
+func (c labCluster) UplinkAddrs(node string) ([]string, error) { return c.lab.UplinkAddrs(node) }
 
 // nodeIP is a node's underlay address, or the zero Addr.
 func nodeIP(c Cluster, name string) netip.Addr {

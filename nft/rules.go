@@ -244,6 +244,25 @@ func heldUnprivilegedRule() []expr.Any {
 	}
 }
 
+// heldTCPRule is "ip daddr @held meta l4proto tcp drop": TCP that
+// reaches a held floating IP as a local address is no reply of a
+// connection the gateway SNATs (conntrack un-NATs those to the pod's
+// address before routing, so they are forwarded). It is a segment of a
+// flow this gateway has no conntrack entry for: one that moved here from
+// a failed gateway before its state did. Dropped, the segment is
+// retransmitted and the flow recovers once the state arrives; delivered,
+// the gateway's TCP stack would answer it with a reset and end the flow.
+// No connection is ever meant to end at a floating IP.
+func heldTCPRule() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Lookup{SourceRegister: reg1, SetName: setHeld},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+}
+
 // tunnelUnprivilegedRule is "udp dport port meta skuid != 0 drop": a
 // local process that is not root cannot send to the tunnel port. The
 // tunnel's own datagrams have no socket of a user (they are forwarded

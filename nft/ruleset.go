@@ -130,7 +130,8 @@ func baseChains(s State, pols []Policy) []chainSpec {
 			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{clearMarkRule(s.marks(), s.DevicePrefix)}},
 		{name: chainInput, hook: nftables.ChainHookInput, prio: prioFilter,
 			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{
-				tunnelIfaceRule(s.TunnelPort, s.Uplink), tunnelInnerIPv4Rule(s.TunnelPort), tunnelSourceRule(s.TunnelPort)}},
+				tunnelIfaceRule(s.TunnelPort, s.Uplink), tunnelInnerIPv4Rule(s.TunnelPort), tunnelSourceRule(s.TunnelPort),
+				heldTCPRule()}},
 		{name: chainOutput, hook: nftables.ChainHookOutput, prio: prioFilter,
 			ctype: nftables.ChainTypeFilter, rules: [][]expr.Any{tunnelUnprivilegedRule(s.TunnelPort), heldUnprivilegedRule()}},
 	}

@@ -16,7 +16,10 @@ import (
 type Input struct {
 	Policies []v1alpha1.EgressNATPolicy
 	Groups   []v1alpha1.NetworkGatewayGroup
-	Nodes    []corev1.Node
+	// Nodes are the cluster's nodes; the annotation
+	// v1alpha1.ClaimsAnnotation of each carries the floating IPs its agent
+	// took over on its own, which Assign adopts (see place).
+	Nodes []corev1.Node
 	// Namespaces maps every namespace to its labels, and Pods are the
 	// cluster's pods: with them Assign finds policies shadowed by older
 	// ones. Nil means not known (nothing is reported shadowed).
@@ -56,11 +59,12 @@ type Output struct {
 // its own Output changes nothing but what time alone changes.
 //
 // Current assignments are kept whenever they are still valid (a floating
-// IP stays on an Up node, a policy keeps its egress IP and tunnel ID), so
-// that traffic does not move and firewall rules written for an egress IP
-// stay right. Where two policies want the same thing, the older one (by
-// creation time, then name) wins. now stamps conditions whose status
-// changes.
+// IP stays on an Up node unless a standby's claim moved it, a policy keeps
+// its egress IP and tunnel ID), so that traffic does not move and firewall
+// rules written for an egress IP stay right. Where two policies want the
+// same thing, the older one (by creation time, then name) wins. now stamps
+// conditions whose status changes and the lastMove of floating IPs that
+// move.
 func Assign(in Input, now metav1.Time) Output {
 	out := Output{
 		Policies: make(map[string]v1alpha1.EgressNATPolicyStatus, len(in.Policies)),
@@ -69,10 +73,11 @@ func Assign(in Input, now metav1.Time) Output {
 
 	groups := make(map[types.NamespacedName]*placement, len(in.Groups))
 	conflicts := floatingConflicts(in.Groups, in.Nodes)
+	taken := claimsOf(in.Nodes)
 	for i := range in.Groups {
 		g := &in.Groups[i]
 		key := types.NamespacedName{Namespace: g.Namespace, Name: g.Name}
-		p := place(g, in.Nodes, conflicts)
+		p := place(g, in.Nodes, conflicts, taken, now)
 		groups[key] = p
 		out.Groups[key] = p.status
 	}

@@ -41,6 +41,12 @@ func deleting(n corev1.Node) corev1.Node {
 	return n
 }
 
+// cordoned is n as kubectl cordon and drain leave it.
+func cordoned(n corev1.Node) corev1.Node {
+	n.Spec.Unschedulable = true
+	return n
+}
+
 var gwLabels = map[string]string{"nsegress.io/gateway": "true"}
 
 var gwSelector = &metav1.LabelSelector{MatchLabels: gwLabels}

@@ -63,8 +63,12 @@ func floatingConflicts(groups []v1alpha1.NetworkGatewayGroup, nodes []corev1.Nod
 	return out
 }
 
-// A floating IP in conflicts is placed on no node.
-func place(g *v1alpha1.NetworkGatewayGroup, nodes []corev1.Node, conflicts map[string]string) *placement {
+// place decides a group's status: which of its nodes are Up, and for each
+// floating IP its active node, standby and epoch (see placer.actives and
+// placer.standbys, and docs/design.md §3). A floating IP in conflicts is
+// placed on no node. now stamps lastMove of the IPs that move, and only
+// those.
+func place(g *v1alpha1.NetworkGatewayGroup, nodes []corev1.Node, conflicts map[string]string, claims nodeClaims, now metav1.Time) *placement {
 	p := &placement{group: g, floating: make(map[string]bool, len(g.Spec.FloatingIPs)), conflicts: conflicts}
 
 	sel := labels.Everything() // nodeSelector absent: every node (the Anthos default)
@@ -77,9 +81,10 @@ func place(g *v1alpha1.NetworkGatewayGroup, nodes []corev1.Node, conflicts map[s
 		sel = s
 	}
 
-	var up []string
+	pl := &placer{prev: &g.Status, sel: sel, byName: make(map[string]*corev1.Node, len(nodes)), claims: claims, now: now}
 	for i := range nodes {
 		n := &nodes[i]
+		pl.byName[n.Name] = n
 		if !sel.Matches(labels.Set(n.Labels)) {
 			continue
 		}
@@ -88,12 +93,12 @@ func place(g *v1alpha1.NetworkGatewayGroup, nodes []corev1.Node, conflicts map[s
 		}
 		if nodeUp(n) {
 			p.status.Nodes[n.Name] = v1alpha1.GatewayNodeUp
-			up = append(up, n.Name)
+			pl.up = append(pl.up, n.Name)
 		} else {
 			p.status.Nodes[n.Name] = v1alpha1.GatewayNodeDown
 		}
 	}
-	sort.Strings(up)
+	sort.Strings(pl.up)
 
 	// The spec's list is a set (the API server checks it), but a
 	// duplicate must not count twice against its holder.
@@ -101,43 +106,33 @@ func place(g *v1alpha1.NetworkGatewayGroup, nodes []corev1.Node, conflicts map[s
 	for _, ip := range g.Spec.FloatingIPs {
 		if !p.floating[ip] {
 			p.floating[ip] = true
-			if conflicts[ip] == "" {
-				ips = append(ips, ip)
-			}
+			ips = append(ips, ip)
 		}
 	}
-	if len(up) == 0 || len(ips) == 0 {
-		return p
-	}
+	assigned := pl.actives(ips, conflicts)
+	pl.standbys(ips, assigned)
 
-	p.status.FloatingIPs = make(map[string]string, len(ips))
-	load := make(map[string]int, len(up))
-	for _, ip := range ips {
-		if h := g.Status.FloatingIPs[ip]; h != "" && p.status.Nodes[h] == v1alpha1.GatewayNodeUp {
-			p.status.FloatingIPs[ip] = h
-			load[h]++
+	for ip, a := range assigned {
+		if p.status.Assignments == nil {
+			p.status.Assignments = make(map[string]v1alpha1.FloatingIPAssignment, len(assigned))
 		}
-	}
-	for _, ip := range ips {
-		if _, kept := p.status.FloatingIPs[ip]; kept {
-			continue
-		}
-		least := up[0]
-		for _, n := range up[1:] {
-			if load[n] < load[least] {
-				least = n
+		p.status.Assignments[ip] = a
+		if a.Active != "" {
+			if p.status.FloatingIPs == nil {
+				p.status.FloatingIPs = make(map[string]string, len(assigned))
 			}
+			p.status.FloatingIPs[ip] = a.Active
 		}
-		p.status.FloatingIPs[ip] = least
-		load[least]++
 	}
 	return p
 }
 
-// nodeUp says whether a node may hold floating IPs: it is Ready and not
-// being deleted.
+// nodeUp says whether a node may hold floating IPs: it is Ready, not
+// cordoned (spec.unschedulable, which kubectl drain and cordon set: a
+// node about to be drained for maintenance must not be the one holding
+// the group's IPs) and not being deleted.
 func nodeUp(n *corev1.Node) bool {
-	if n.DeletionTimestamp != nil {
+	if n.DeletionTimestamp != nil || n.Spec.Unschedulable {
 		return false
 	}
 	for _, c := range n.Status.Conditions {
@@ -161,6 +156,6 @@ func (p *placement) whyNoNodeUp() string {
 	case len(p.status.Nodes) == 0:
 		return fmt.Sprintf("no node matches the nodeSelector of NetworkGatewayGroup %s", p.name())
 	default:
-		return fmt.Sprintf("all %d nodes of NetworkGatewayGroup %s are Down (not Ready or being deleted)", len(p.status.Nodes), p.name())
+		return fmt.Sprintf("all %d nodes of NetworkGatewayGroup %s are Down (not Ready, cordoned or being deleted)", len(p.status.Nodes), p.name())
 	}
 }

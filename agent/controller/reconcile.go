@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/nsegress/nsegress/api/v1alpha1"
@@ -57,6 +58,12 @@ type reconciler struct {
 	// recentIDs are the tunnel IDs the last reconcile decided, by policy
 	// UID, for the next one, whose cache may not show them yet.
 	recentIDs map[types.UID]int32
+	// events receives an Event on the group for every floating IP that
+	// moves; nil sends none (tests of other things).
+	events record.EventRecorder
+	// badClaims is, by node, the claims annotation last logged as
+	// unparsable, so that it is logged once, not at every reconcile.
+	badClaims map[string]string
 }
 
 // serviceRangesAge is how long a reconcile uses the Service ranges read
@@ -120,8 +127,13 @@ func (r *reconciler) reconcile(ctx context.Context) error {
 		if equality.Semantic.DeepEqual(g.Status, want) {
 			continue
 		}
-		if err := r.writeGroup(ctx, snap.groups[key], want); err != nil {
+		written, err := r.writeGroup(ctx, snap.groups[key], want)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("write status of NetworkGatewayGroup %s: %w", key, err))
+			continue
+		}
+		if written {
+			r.recordMoves(snap.groups[key], key.String(), &g.Status, &want)
 		}
 	}
 	for _, p := range snap.in.Policies {
@@ -195,6 +207,7 @@ func (r *reconciler) snapshot() (*snapshot, error) {
 	for _, n := range nodes {
 		s.in.Nodes = append(s.in.Nodes, *n)
 	}
+	r.logBadClaims(s.in.Nodes)
 	if r.nss != nil && r.pods != nil {
 		nss, err := r.nss.List(labels.Everything())
 		if err != nil {
@@ -241,8 +254,9 @@ func (r *reconciler) writePolicy(ctx context.Context, cached *unstructured.Unstr
 	return err
 }
 
-// writeGroup writes a group's status, all of which the controller owns.
-func (r *reconciler) writeGroup(ctx context.Context, cached *unstructured.Unstructured, want v1alpha1.NetworkGatewayGroupStatus) error {
+// writeGroup writes a group's status, all of which the controller owns. It
+// reports whether it wrote.
+func (r *reconciler) writeGroup(ctx context.Context, cached *unstructured.Unstructured, want v1alpha1.NetworkGatewayGroupStatus) (bool, error) {
 	written, err := r.writeStatus(ctx, groupsGVR, cached, func(u *unstructured.Unstructured) (bool, error) {
 		var g v1alpha1.NetworkGatewayGroup
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &g); err != nil {
@@ -256,7 +270,7 @@ func (r *reconciler) writeGroup(ctx context.Context, cached *unstructured.Unstru
 	if err == nil && written {
 		r.logf("controller: %s", describeGroup(cached.GetNamespace()+"/"+cached.GetName(), want))
 	}
-	return err
+	return written, err
 }
 
 // writeStatus updates the status subresource of the object cached, first
@@ -334,13 +348,40 @@ func orNone(s string) string {
 	return s
 }
 
+// logBadClaims logs the nodes whose claims annotation does not parse, each
+// value once; Assign ignores such an annotation.
+func (r *reconciler) logBadClaims(nodes []corev1.Node) {
+	seen := make(map[string]bool, len(nodes))
+	for i := range nodes {
+		n := &nodes[i]
+		v := n.Annotations[v1alpha1.ClaimsAnnotation]
+		if _, err := v1alpha1.ParseClaims(v); err != nil {
+			seen[n.Name] = true
+			if logged, ok := r.badClaims[n.Name]; !ok || logged != v {
+				r.logf("controller: ignoring the floating-IP claims of node %s: %v", n.Name, err)
+				if r.badClaims == nil {
+					r.badClaims = map[string]string{}
+				}
+				r.badClaims[n.Name] = v
+			}
+		}
+	}
+	for n := range r.badClaims {
+		if !seen[n] {
+			delete(r.badClaims, n)
+		}
+	}
+}
+
 // nodeChanged says whether a node update can change any decision: its
-// labels (nodeSelector), its readiness or its deletion. Nodes update their
-// status often (heartbeats, images); those updates are ignored, except the
-// informer's periodic resync, which carries an unchanged resourceVersion.
+// labels (nodeSelector), its readiness, cordon or deletion, or its
+// floating-IP claims. Nodes update their status often (heartbeats,
+// images); those updates are ignored, except the informer's periodic
+// resync, which carries an unchanged resourceVersion.
 func nodeChanged(old, cur *corev1.Node) bool {
 	if old.ResourceVersion == cur.ResourceVersion {
 		return true
 	}
-	return nodeUp(old) != nodeUp(cur) || !labels.Equals(old.Labels, cur.Labels)
+	return nodeUp(old) != nodeUp(cur) || !labels.Equals(old.Labels, cur.Labels) ||
+		old.Annotations[v1alpha1.ClaimsAnnotation] != cur.Annotations[v1alpha1.ClaimsAnnotation]
 }

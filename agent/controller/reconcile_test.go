@@ -346,6 +346,13 @@ func TestNodeChanged(t *testing.T) {
 		{"a label change counts", with(func(n *corev1.Node) { n.Labels = nil }), true},
 		{"readiness counts", with(func(n *corev1.Node) { n.Status.Conditions[0].Status = corev1.ConditionUnknown }), true},
 		{"deletion counts", with(func(n *corev1.Node) { ts := t0; n.DeletionTimestamp = &ts }), true},
+		{"a cordon counts", with(func(n *corev1.Node) { n.Spec.Unschedulable = true }), true},
+		{"a floating-IP claim counts", with(func(n *corev1.Node) {
+			n.Annotations = map[string]string{v1alpha1.ClaimsAnnotation: `{"` + ip1 + `":{"epoch":2}}`}
+		}), true},
+		{"another annotation does not count", with(func(n *corev1.Node) {
+			n.Annotations = map[string]string{"example.com/note": "x"}
+		}), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -256,7 +256,12 @@ func lead(ctx context.Context, cfg Config) error {
 		}
 	}
 
+	broadcaster, events := newEventRecorder(cfg.Client, cfg.Identity)
+	// An Event still queued when leading ends may be lost; the status,
+	// which nodes act on, does not depend on Events.
+	defer broadcaster.Shutdown()
 	r := &reconciler{
+		events:    events,
 		dyn:       cfg.Dynamic,
 		policies:  policies.Lister(),
 		groups:    groups.Lister(),

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nsegress/nsegress/agent/datapath"
+	"github.com/nsegress/nsegress/agent/ha"
 	"github.com/nsegress/nsegress/nft"
 	"github.com/nsegress/nsegress/nodestate"
 )
@@ -95,6 +97,10 @@ type reconciler struct {
 	lastSnap []byte
 	// now is the clock (time.Now; tests step their own).
 	now func() time.Time
+	// holding are the floating IPs the last apply held, for the repeated
+	// announcements.
+	mu      sync.Mutex
+	holding []netip.Addr
 }
 
 func newReconciler(cfg Config) reconciler {
@@ -115,14 +121,39 @@ func (r *reconciler) reconcile(v view) error {
 	uplink, added, err := r.apply(v)
 	for _, ip := range added {
 		r.cfg.Logf("node: holding floating IP %s on %s", ip, uplink)
-		// Twice: one gratuitous ARP may be lost on its way.
-		for range 2 {
-			if err := r.cfg.Kernel.Links.Announce(uplink, ip); err != nil {
-				r.cfg.Logf("node: %v", err)
-			}
+		r.announce(uplink, ip, 0)
+	}
+	if len(added) > 0 {
+		if r.cfg.HA != nil {
+			r.cfg.HA.Holding(added)
 		}
+		// Again after 100 ms and a second: one gratuitous ARP may be lost
+		// on its way, and some routers ignore one that arrives while they
+		// are still resolving the address.
+		go func() {
+			for _, d := range []time.Duration{100 * time.Millisecond, 900 * time.Millisecond} {
+				time.Sleep(d)
+				for _, ip := range added {
+					r.announce(uplink, ip, d)
+				}
+			}
+		}()
 	}
 	return err
+}
+
+// announce sends a gratuitous ARP for ip if the node still holds it: a
+// repeat for an IP released since would take it back from its new holder.
+func (r *reconciler) announce(uplink string, ip netip.Addr, after time.Duration) {
+	r.mu.Lock()
+	held := slices.Contains(r.holding, ip)
+	r.mu.Unlock()
+	if !held {
+		return
+	}
+	if err := r.cfg.Kernel.Links.Announce(uplink, ip); err != nil {
+		r.cfg.Logf("node: %v (the announcement %s after taking it)", err, after)
+	}
 }
 
 // apply reads the node's facts, plans and applies: links first, so that
@@ -176,13 +207,21 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 		// works whatever the primary routes.
 		r.cfg.Logf("node: %v", err)
 	}
+	var holders map[netip.Addr]ha.Holder
+	if r.cfg.HA != nil {
+		holders = r.cfg.HA.Update(v.haWorld())
+	}
 	d, err := plan(v, facts{
 		nodeName: r.cfg.NodeName, port: r.cfg.Port, uplink: uplink, uplinkMTU: mtu, underlayRoutes: direct,
 		records: recs, held: held, pods: pods, ifaces: ifaces, now: r.now(), ignorePodRanges: r.cfg.IgnorePodRanges, settings: r.cfg.Settings,
+		holders: holders,
 	})
 	if err != nil {
 		return "", nil, err
 	}
+	r.mu.Lock()
+	r.holding = d.links.FloatingIPs
+	r.mu.Unlock()
 	// Record a floating IP before holding it, so that an uninstall
 	// after a crash in between still releases it.
 	if !slices.Equal(d.held, held) {

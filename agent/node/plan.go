@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/nsegress/nsegress/agent/datapath"
+	"github.com/nsegress/nsegress/agent/ha"
 	"github.com/nsegress/nsegress/api/v1alpha1"
 	"github.com/nsegress/nsegress/nft"
 	"github.com/nsegress/nsegress/nodestate"
@@ -44,6 +45,10 @@ type facts struct {
 	// ignorePodRanges: the nodes' spec.podCIDRs are not where their pods
 	// are (Config.IgnorePodRanges).
 	ignorePodRanges bool
+	// holders say who holds each floating IP now: the API's assignment,
+	// or a newer takeover the HA runtime heard of (package ha). An IP
+	// absent here is placed by the groups' status alone.
+	holders map[netip.Addr]ha.Holder
 }
 
 // desired is the node's whole desired state.
@@ -96,7 +101,7 @@ func plan(v view, f facts) (desired, error) {
 			continue
 		}
 		t := datapath.Tunnel{ID: id, Destinations: destinations(p), Generation: datapath.TunnelGeneration(string(p.UID))}
-		t.Mode, t.Gateway = mode(v, p, f.nodeName)
+		t.Mode, t.Gateway = mode(v, p, f.nodeName, f.holders)
 		if t.Mode == nft.ModeLocal {
 			t.EgressIP, _ = netip.ParseAddr(p.Status.EgressIP) // mode checked it parses
 			t.Returns = returns
@@ -104,8 +109,8 @@ func plan(v view, f facts) (desired, error) {
 		d.links.Tunnels = append(d.links.Tunnels, t)
 		d.nft.Policies = append(d.nft.Policies, t.Policy())
 	}
-	allowReplies(d.nft.TunnelPeers, d.links.Tunnels)
-	d.links.FloatingIPs, d.links.ReleasedIPs = floatingIPs(v, f.nodeName, f.held)
+	allowReplies(d.nft.TunnelPeers, d.links.Tunnels, standbys(v, f.holders))
+	d.links.FloatingIPs, d.links.ReleasedIPs = floatingIPs(v, f.nodeName, f.held, f.holders)
 	d.nft.HeldIPs = d.links.FloatingIPs
 	d.held = slices.Concat(f.held, d.links.FloatingIPs)
 	slices.SortFunc(d.held, netip.Addr.Compare)
@@ -181,30 +186,64 @@ func podRanges(n *corev1.Node) []netip.Prefix {
 
 // allowReplies lets each gateway that this node tunnels a policy's
 // traffic to send, as inner sources, the policy's destinations: the
-// replies it returns through the tunnel. A peer with no ranges may send
+// replies it returns through the tunnel. So may the standby of the
+// gateway (standby maps a gateway's address to its standby's): when it
+// takes the IP over, the replies of flows it inherited arrive before
+// this node has re-pointed its tunnel. A peer with no ranges may send
 // any source already.
-func allowReplies(peers []nft.TunnelPeer, tunnels []datapath.Tunnel) {
+func allowReplies(peers []nft.TunnelPeer, tunnels []datapath.Tunnel, standby map[netip.Addr]netip.Addr) {
 	for _, t := range tunnels {
 		if t.Mode != nft.ModeTunnel {
 			continue
 		}
 		for i := range peers {
-			if peers[i].Addr == t.Gateway && len(peers[i].Sources) > 0 {
+			if (peers[i].Addr == t.Gateway || peers[i].Addr == standby[t.Gateway]) && len(peers[i].Sources) > 0 {
 				peers[i].Sources = append(peers[i].Sources, t.Destinations...)
 			}
 		}
 	}
 }
 
+// standbys maps the address of each floating IP's holder to that of the
+// IP's standby, where both are known.
+func standbys(v view, holders map[netip.Addr]ha.Holder) map[netip.Addr]netip.Addr {
+	out := map[netip.Addr]netip.Addr{}
+	for _, g := range v.groups {
+		for s, a := range g.Status.Assignments {
+			ip, err := netip.ParseAddr(s)
+			if err != nil || a.Standby == "" {
+				continue
+			}
+			holder := a.Active
+			if h, ok := holders[ip]; ok {
+				holder = h.Node
+			}
+			from, err1 := v.nodeIP(holder)
+			to, err2 := v.nodeIP(a.Standby)
+			if err1 == nil && err2 == nil && from != to {
+				out[from] = to
+			}
+		}
+	}
+	return out
+}
+
 // mode decides how the node called self handles a policy's traffic, and
 // for ModeTunnel the gateway's underlay address.
-func mode(v view, p *v1alpha1.EgressNATPolicy, self string) (nft.Mode, netip.Addr) {
+func mode(v view, p *v1alpha1.EgressNATPolicy, self string, holders map[netip.Addr]ha.Holder) (nft.Mode, netip.Addr) {
 	fail := nft.ModeDrop
 	if p.Spec.FailMode == v1alpha1.FailModeOpen {
 		fail = nft.ModePass
 	}
 	gw := p.Status.GatewayNode
-	if _, err := netip.ParseAddr(p.Status.EgressIP); err != nil || gw == "" {
+	egress, err := netip.ParseAddr(p.Status.EgressIP)
+	if err != nil {
+		return fail, netip.Addr{}
+	}
+	if h, ok := holders[egress]; ok {
+		gw = h.Node // a takeover the API has not caught up with, or a fence
+	}
+	if gw == "" {
 		return fail, netip.Addr{}
 	}
 	if gw == self {
@@ -234,7 +273,7 @@ func destinations(p *v1alpha1.EgressNATPolicy) []netip.Prefix {
 // no longer lists the IP). A node's own address is neither held nor
 // released, whatever a group says: holding it would take that node's
 // traffic, and releasing it would take this node's address away.
-func floatingIPs(v view, self string, heldBefore []netip.Addr) (hold, release []netip.Addr) {
+func floatingIPs(v view, self string, heldBefore []netip.Addr, holders map[netip.Addr]ha.Holder) (hold, release []netip.Addr) {
 	nodeAddr := map[netip.Addr]bool{}
 	for _, n := range v.nodes {
 		for _, a := range n.Status.Addresses {
@@ -254,7 +293,11 @@ func floatingIPs(v view, self string, heldBefore []netip.Addr) (hold, release []
 			if err != nil || nodeAddr[ip] {
 				continue // the CRD's validation and the controller keep these out
 			}
-			if g.Status.FloatingIPs[s] == self {
+			holder := g.Status.FloatingIPs[s]
+			if h, ok := holders[ip]; ok {
+				holder = h.Node
+			}
+			if holder == self {
 				hold = append(hold, ip)
 			} else {
 				release = append(release, ip)

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/nsegress/nsegress/agent/datapath"
+	"github.com/nsegress/nsegress/agent/ha"
 	"github.com/nsegress/nsegress/api/v1alpha1"
 	"github.com/nsegress/nsegress/nft"
 	"github.com/nsegress/nsegress/nodestate"
@@ -417,7 +418,7 @@ func TestModeReturnsTheGatewaysUnderlayAddressOnlyForTunnels(t *testing.T) {
 		{policy("p", 1), nft.ModeDrop, netip.Addr{}},
 		{policy("p", 1, failOpen), nft.ModePass, netip.Addr{}},
 	} {
-		mode, gw := mode(v, &tc.policy, thisNode)
+		mode, gw := mode(v, &tc.policy, thisNode, nil)
 		if mode != tc.mode || gw != tc.gw {
 			t.Errorf("mode(gateway %q) = %s, %v; want %s, %v", tc.policy.Status.GatewayNode, mode, gw, tc.mode, tc.gw)
 		}
@@ -617,5 +618,56 @@ func TestPlanReturnsRepliesThroughTheTunnel(t *testing.T) {
 		if tun.Returns != nil {
 			t.Errorf("with ignorePodRanges, tunnel %d returns to %v, want none", tun.ID, tun.Returns)
 		}
+	}
+}
+
+func TestATakeoverTheAPIHasNotCaughtUpWithMovesTunnelsAndTheIP(t *testing.T) {
+	egress := netip.MustParseAddr("198.51.100.101")
+	groups := []v1alpha1.NetworkGatewayGroup{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "nsegress-system", Name: "onprem"},
+		Spec:       v1alpha1.NetworkGatewayGroupSpec{FloatingIPs: []string{egress.String()}},
+		Status: v1alpha1.NetworkGatewayGroupStatus{
+			FloatingIPs: map[string]string{egress.String(): "gw-1"},
+			Assignments: map[string]v1alpha1.FloatingIPAssignment{egress.String(): {Active: "gw-1", Standby: "gw-2", Epoch: 4}},
+		},
+	}}
+	v := view{nodes: testNodes(), groups: groups, policies: []v1alpha1.EgressNATPolicy{policy("p", 1, gateway("gw-1", egress.String()))}}
+
+	// A worker that heard gw-2 take the IP over tunnels there at once.
+	f := testFacts()
+	f.holders = map[netip.Addr]ha.Holder{egress: {Node: "gw-2", Epoch: 5}}
+	d := mustPlan(t, v, f)
+	if got := d.links.Tunnels[0]; got.Mode != nft.ModeTunnel || got.Gateway != netip.MustParseAddr("10.0.0.3") {
+		t.Errorf("tunnel = %s to %v; want tunnel to gw-2 (10.0.0.3)", got.Mode, got.Gateway)
+	}
+	// Before it re-points, the standby's replies of inherited flows are
+	// allowed too: gw-1 (the API's holder) has gw-2 as standby.
+	f.holders = nil
+	d = mustPlan(t, v, f)
+	for _, p := range d.nft.TunnelPeers {
+		if p.Addr == netip.MustParseAddr("10.0.0.3") && len(p.Sources) > 0 && !slices.Contains(p.Sources, dst203[0]) {
+			t.Errorf("the standby gw-2 may not send the policy's destinations as replies: %v", p.Sources)
+		}
+	}
+
+	// gw-2 itself, having taken over, holds the IP and SNATs locally.
+	f = testFacts()
+	f.nodeName = "gw-2"
+	f.holders = map[netip.Addr]ha.Holder{egress: {Node: "gw-2", Epoch: 5}}
+	d = mustPlan(t, v, f)
+	if !slices.Equal(d.links.FloatingIPs, []netip.Addr{egress}) || d.links.Tunnels[0].Mode != nft.ModeLocal {
+		t.Errorf("gw-2 holds %v in mode %s; want %s, local", d.links.FloatingIPs, d.links.Tunnels[0].Mode, egress)
+	}
+	// gw-1, fenced or overtaken, lets it go.
+	f.nodeName = "gw-1"
+	d = mustPlan(t, v, f)
+	if len(d.links.FloatingIPs) != 0 || !slices.Contains(d.links.ReleasedIPs, egress) {
+		t.Errorf("gw-1 holds %v and releases %v; want it to release %s", d.links.FloatingIPs, d.links.ReleasedIPs, egress)
+	}
+	// Nobody may hold it (fenced everywhere): the policy's failMode.
+	f.holders = map[netip.Addr]ha.Holder{egress: {Epoch: 5}}
+	f.nodeName = thisNode
+	if d = mustPlan(t, v, f); d.links.Tunnels[0].Mode != nft.ModeDrop {
+		t.Errorf("with no holder the mode is %s; want drop (failMode Closed)", d.links.Tunnels[0].Mode)
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nsegress/nsegress/agent/datapath"
+	"github.com/nsegress/nsegress/agent/ha"
 	"github.com/nsegress/nsegress/api/v1alpha1"
 	"github.com/nsegress/nsegress/nodestate"
 )
@@ -60,7 +61,10 @@ type Config struct {
 	// Kernel is what the role changes on the node (HostKernel when
 	// zero).
 	Kernel Kernel
-	Logf   func(format string, args ...any)
+	// HA is the gateway HA runtime: who holds each floating IP now, ahead
+	// of the API after a takeover. Nil: the groups' status alone.
+	HA   *ha.Runtime
+	Logf func(format string, args ...any)
 }
 
 // Role runs the node role.

@@ -3,11 +3,13 @@ package node
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/nsegress/nsegress/agent/ha"
 	"github.com/nsegress/nsegress/api/v1alpha1"
 )
 
@@ -106,4 +108,38 @@ func internalIP(n *corev1.Node) (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, fmt.Errorf("node %s has no IPv4 InternalIP", n.Name)
+}
+
+// haWorld is the view as the HA runtime needs it: every node's address,
+// and per group its Up members and its floating IPs' assignments (from a
+// controller of the first release, which wrote only floatingIPs, at epoch
+// zero and without a standby).
+func (v view) haWorld() ha.World {
+	w := ha.World{Nodes: map[string]netip.Addr{}}
+	for name, n := range v.nodes {
+		if ip, err := internalIP(n); err == nil {
+			w.Nodes[name] = ip
+		}
+	}
+	for _, g := range v.groups {
+		hg := ha.Group{IPs: map[netip.Addr]ha.Assignment{}}
+		for name, st := range g.Status.Nodes {
+			if st == v1alpha1.GatewayNodeUp {
+				hg.Members = append(hg.Members, name)
+			}
+		}
+		slices.Sort(hg.Members)
+		for s, node := range g.Status.FloatingIPs {
+			if ip, err := netip.ParseAddr(s); err == nil {
+				hg.IPs[ip] = ha.Assignment{Active: node}
+			}
+		}
+		for s, a := range g.Status.Assignments {
+			if ip, err := netip.ParseAddr(s); err == nil {
+				hg.IPs[ip] = ha.Assignment{Active: a.Active, Standby: a.Standby, Epoch: a.Epoch}
+			}
+		}
+		w.Groups = append(w.Groups, hg)
+	}
+	return w
 }

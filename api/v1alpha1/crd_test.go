@@ -57,6 +57,7 @@ type schemaNode struct {
 	Default              any                    `json:"default"`
 	Required             []string               `json:"required"`
 	Pattern              string                 `json:"pattern"`
+	Minimum              *float64               `json:"minimum"`
 	MinLength            *int                   `json:"minLength"`
 	MaxLength            *int                   `json:"maxLength"`
 	MinItems             *int                   `json:"minItems"`
@@ -279,6 +280,17 @@ func TestCRDSchemasValidateWhatTheAPIServerMustRefuse(t *testing.T) {
 			check: func(n *schemaNode) bool { return slices.Equal(n.Enum, []string{"Up", "Down"}) }},
 		{name: "status maps floating IPs to node names", file: groupCRD, path: "status.floatingIPs.{}",
 			check: func(n *schemaNode) bool { return n.Type == "string" }},
+		{name: "an assignment always names its active, possibly empty, and its epoch", file: groupCRD, path: "status.assignments.{}",
+			check: func(n *schemaNode) bool { return slices.Equal(n.Required, []string{"active", "epoch"}) }},
+		{name: "an assignment's epoch is an integer that is never negative", file: groupCRD, path: "status.assignments.{}.epoch",
+			check: func(n *schemaNode) bool {
+				return n.Type == "integer" && n.Format == "int64" && n.Minimum != nil && *n.Minimum == 0
+			}},
+		{name: "an assignment's reason is a MoveReason", file: groupCRD, path: "status.assignments.{}.reason",
+			check: func(n *schemaNode) bool {
+				return slices.Equal(n.Enum, []string{"Placed", "PeerDead", "NodeDown", "Drained", "NodeDeleted", "NotInGroup",
+					"Conflict", "PartitionHealed", "Manual"}) && !slices.ContainsFunc(n.Enum, func(r string) bool { return !MoveReason(r).Known() })
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

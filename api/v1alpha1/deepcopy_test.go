@@ -57,6 +57,10 @@ func fullGroup() *NetworkGatewayGroup {
 		Status: NetworkGatewayGroupStatus{
 			Nodes:       map[string]GatewayNodeState{"gw-1": GatewayNodeUp, "gw-2": GatewayNodeDown},
 			FloatingIPs: map[string]string{"198.51.100.101": "gw-1"},
+			Assignments: map[string]FloatingIPAssignment{"198.51.100.101": {
+				Active: "gw-1", Standby: "gw-2", Epoch: 3, Reason: MovePeerDead,
+				LastMove: &metav1.Time{Time: time.Unix(1700000000, 0)},
+			}},
 		},
 	}
 }
@@ -79,6 +83,8 @@ func scribble(obj runtime.Object) {
 		o.Spec.NodeSelector.MatchLabels["nsegress.io/gateway"] = "changed"
 		o.Status.Nodes["gw-1"] = GatewayNodeDown
 		o.Status.FloatingIPs["198.51.100.101"] = "changed"
+		o.Status.Assignments["198.51.100.101"].LastMove.Time = time.Unix(0, 0)
+		o.Status.Assignments["198.51.100.102"] = FloatingIPAssignment{Active: "changed"}
 	case *NetworkGatewayGroupList:
 		scribble(&o.Items[0])
 	}

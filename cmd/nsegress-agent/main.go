@@ -16,6 +16,7 @@ import (
 
 	"github.com/nsegress/nsegress/agent/cniconf"
 	"github.com/nsegress/nsegress/agent/datapath"
+	"github.com/nsegress/nsegress/agent/ha"
 	"github.com/nsegress/nsegress/agent/install"
 	"github.com/nsegress/nsegress/nft"
 	"github.com/nsegress/nsegress/nodestate"
@@ -42,7 +43,8 @@ type options struct {
 	caFile, healthAddr, startupTaint                                    string
 	resync                                                              time.Duration
 	uplink                                                              string
-	vxlanPort                                                           uint16
+	vxlanPort, haPort                                                   uint16
+	haKeySecret                                                         string
 	ignorePodRanges                                                     bool
 	settings                                                            datapath.Settings
 }
@@ -109,6 +111,13 @@ func parse(args []string) (string, options, error) {
 		defPort = p
 	}
 	port := fs.Uint("vxlan-port", uint(defPort), "the VXLAN UDP port of the policy tunnels (avoid 4789 and 8472, used by Calico, flannel and Cilium)")
+	haPort, err := uintFromEnv("NSEGRESS_HA_PORT", ha.DefaultPort, 16)
+	if err != nil {
+		return "", o, err
+	}
+	fs.Func("ha-port", fmt.Sprintf("the UDP port of the gateways' heartbeats and pushes to every node, and the TCP port of connection-state replication between gateways (default %d)", haPort),
+		func(v string) error { haPort, err = strconv.ParseUint(v, 10, 16); return err })
+	fs.StringVar(&o.haKeySecret, "ha-key-secret", "nsegress-ha", "the Secret in the install namespace that holds the key authenticating HA messages (created when missing)")
 	marks, err := uintFromEnv("NSEGRESS_MARK_BITS", uint64(nft.DefaultMarkBits), 32)
 	if err != nil {
 		return "", o, err
@@ -147,6 +156,10 @@ func parse(args []string) (string, options, error) {
 		return "", o, fmt.Errorf("-vxlan-port %d is not a UDP port", *port)
 	}
 	o.vxlanPort = uint16(*port)
+	if haPort == 0 || uint16(haPort) == o.vxlanPort {
+		return "", o, fmt.Errorf("-ha-port %d: want a port other than 0 and the VXLAN port", haPort)
+	}
+	o.haPort = uint16(haPort)
 	if o.plugin == "" {
 		self, err := os.Executable()
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/nsegress/nsegress/agent/controller"
 	"github.com/nsegress/nsegress/agent/datapath"
+	"github.com/nsegress/nsegress/agent/ha"
 	"github.com/nsegress/nsegress/agent/install"
 	"github.com/nsegress/nsegress/agent/node"
 )
@@ -69,10 +71,25 @@ func runAgent(o options) error {
 	// Uninstall only on an observed deletion of the DaemonSet or its
 	// namespace, remembered from while the agent could still look.
 	removals := install.WatchRemoval(ctx, client, o.namespace, o.daemonSet)
+	// Gateway HA: heartbeats, takeovers and pushes need a key every agent
+	// shares. Without one (no API server and no cached copy at start) the
+	// agent runs with the API's placement alone and says so.
+	claims := ha.NewClaimWriter(client, o.nodeName, logger.Printf)
+	haCfg := ha.Config{NodeName: o.nodeName, Uplink: o.uplink, Port: o.haPort, Logf: logger.Printf, Claimed: claims.Set,
+		Replicate: true, MarkMask: o.settings.Marks.Mask()}
+	keyCtx, cancelKey := context.WithTimeout(ctx, 30*time.Second)
+	haCfg.Key, err = ha.LoadKey(keyCtx, client, o.namespace, o.haKeySecret, filepath.Join(o.stateDir, "ha.key"))
+	cancelKey()
+	if err != nil {
+		logger.Printf("gateway HA is off until the agent restarts: %v", err)
+	}
+	haRuntime := ha.New(haCfg)
 	role := node.New(node.Config{
 		Client: client, Dynamic: dyn, NodeName: o.nodeName, StateDir: o.stateDir,
 		Port: o.vxlanPort, Settings: o.settings, IgnorePodRanges: o.ignorePodRanges, Uplink: o.uplink, Resync: o.resync, Logf: logger.Printf,
+		HA: haRuntime,
 	})
+	haRuntime.SetKick(role.Kick)
 	// The roles run beside the install loop. A role that returns while the
 	// agent still runs has died: it is logged and fails liveness, so that
 	// the kubelet restarts the agent, while the plugin stays chained.
@@ -95,6 +112,8 @@ func runAgent(o options) error {
 	// The plugin asks the agent socket first; without it, ADD asks the
 	// API server.
 	runRole("agent socket", role.Serve)
+	runRole("gateway HA", haRuntime.Run)
+	runRole("claims", claims.Run)
 	runRole("controller", func(ctx context.Context) error {
 		return controller.Run(ctx, controller.Config{
 			Client: client, Dynamic: dyn, Namespace: o.namespace, Identity: o.nodeName, Logf: logger.Printf,

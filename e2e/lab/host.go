@@ -29,6 +29,8 @@ type host struct {
 	holder *proc
 	netns  ns.NetNS
 	nl     *netlink.Handle
+	// ports are the host's switch ports by segment (the bridge's name).
+	ports map[string]string
 }
 
 // newHost starts a holder in fresh namespaces. setup is shell run inside

@@ -60,6 +60,12 @@ func (l *Lab) attach(h *host, ifname, bridge string, addr netip.Prefix) error {
 	if err := sw.nl.LinkSetUp(veth); err != nil {
 		return fmt.Errorf("set %s up: %w", port, err)
 	}
+	l.mu.Lock()
+	if h.ports == nil {
+		h.ports = map[string]string{}
+	}
+	h.ports[bridge] = port
+	l.mu.Unlock()
 	link, err := h.nl.LinkByName(ifname)
 	if err != nil {
 		return fmt.Errorf("find %s in %s: %w", ifname, h.name, err)

@@ -117,6 +117,10 @@ func newEchoHandler(logger *log.Logger) http.Handler {
 			io.CopyN(w, zeroReader{}, size)
 			return
 		}
+		if spec, ok := strings.CutPrefix(r.URL.Path, "/drip/"); ok {
+			drip(w, r, spec)
+			return
+		}
 		if r.Body != nil && r.ContentLength != 0 {
 			got, err := io.Copy(io.Discard, r.Body)
 			if err != nil {
@@ -128,6 +132,38 @@ func newEchoHandler(logger *log.Logger) http.Handler {
 		}
 		io.WriteString(w, ip+"\n")
 	})
+}
+
+// drip answers GET /drip/MS/N: N lines, one every MS milliseconds, each
+// flushed at once: a server that pushes over a long-lived connection,
+// whose next segment comes when the server decides, not when the client
+// asks.
+func drip(w http.ResponseWriter, r *http.Request, spec string) {
+	ms, n, ok := strings.Cut(spec, "/")
+	every, err1 := strconv.Atoi(ms)
+	count, err2 := strconv.Atoi(n)
+	if !ok || err1 != nil || err2 != nil || every < 1 || every > 60000 || count < 1 || count > 1<<20 {
+		http.Error(w, "/drip/MS/N takes 1 <= MS <= 60000 and 1 <= N <= 1048576", http.StatusBadRequest)
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	tick := time.NewTicker(time.Duration(every) * time.Millisecond)
+	defer tick.Stop()
+	for i := range count {
+		if _, err := fmt.Fprintf(w, "%d\n", i); err != nil {
+			return // the client went away
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		if i+1 < count {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}
 }
 
 // maxBytes caps GET /bytes/N.

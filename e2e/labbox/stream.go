@@ -15,6 +15,9 @@ import (
 type streamConfig struct {
 	url                         string
 	interval, duration, timeout time.Duration
+	// fresh opens a new connection for every request: what a client
+	// making new connections sees, instead of a long-lived flow.
+	fresh bool
 }
 
 // streamResult is what "labbox stream" reports.
@@ -38,6 +41,7 @@ func parseStream(fs *flag.FlagSet, args []string) (streamConfig, error) {
 	fs.DurationVar(&cfg.interval, "interval", 100*time.Millisecond, "pause between requests")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to stream")
 	fs.DurationVar(&cfg.timeout, "timeout", time.Second, "give up on one request after `duration`")
+	fs.BoolVar(&cfg.fresh, "fresh", false, "a new TCP connection for every request (default: one kept alive)")
 	if err := parseFlags(fs, args); err != nil {
 		return streamConfig{}, err
 	}
@@ -69,7 +73,8 @@ func runStream(ctx context.Context, p proc, fs *flag.FlagSet, args []string) err
 func stream(ctx context.Context, cfg streamConfig) streamResult {
 	// One connection at most, kept alive; never a proxy (the lab sends
 	// nothing outside itself).
-	transport := &http.Transport{Proxy: nil, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute}
+	transport := &http.Transport{Proxy: nil, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute,
+		DisableKeepAlives: cfg.fresh}
 	defer transport.CloseIdleConnections()
 	client := &http.Client{Transport: transport, Timeout: cfg.timeout}
 	var res streamResult

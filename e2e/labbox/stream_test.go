@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -49,5 +51,20 @@ func TestStreamCountsConnectionsAndGaps(t *testing.T) {
 	cfg.url, cfg.timeout = "http://"+ln.Addr().String()+"/", 20*time.Millisecond
 	if res := stream(context.Background(), cfg); res.failed != res.requests || res.longestGap < 100*time.Millisecond {
 		t.Errorf("silent server: %v, want every request failed and a long gap", res)
+	}
+}
+
+func TestPullReadsEveryLineTheServerPushes(t *testing.T) {
+	srv := httptest.NewServer(newEchoHandler(log.New(io.Discard, "", 0)))
+	defer srv.Close()
+	lines, gap, err := pull(context.Background(), srv.URL+"/drip/5/20")
+	if err != nil || lines != 20 {
+		t.Fatalf("pull = %d lines, %v; want 20", lines, err)
+	}
+	if gap <= 0 {
+		t.Errorf("longest gap %s; want the time between pushes", gap)
+	}
+	if _, _, err := pull(context.Background(), srv.URL+"/drip/0/20"); err == nil {
+		t.Error("a drip of 0 ms was accepted")
 	}
 }

@@ -1,0 +1,449 @@
+package ha
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nsegress/nsegress/agent/ctsync"
+	"github.com/nsegress/nsegress/agent/datapath"
+)
+
+// DefaultPort is the UDP port of heartbeats and pushes, and the TCP port
+// of connection-state replication.
+const DefaultPort = 8480
+
+// Config is what the HA runtime needs.
+type Config struct {
+	NodeName string
+	// Uplink names the underlay interface; empty finds the one holding
+	// the node's InternalIP.
+	Uplink string
+	// Port is the HA port (DefaultPort when 0).
+	Port uint16
+	// Key authenticates every message (HMAC-SHA256). Whoever knows it
+	// can claim a floating IP towards every node: it is as secret as the
+	// agent's own credentials.
+	Key []byte
+	// Interval is the heartbeat period (50 ms when 0); DeadAfter how long
+	// a silent peer is alive (3 intervals when 0); FenceAfter how long a
+	// holder that hears no peer and cannot reach its uplink's router keeps
+	// its IPs (10 intervals when 0).
+	Interval, DeadAfter, FenceAfter time.Duration
+	// Replicate turns on connection-state replication between the
+	// gateways of a group (package ctsync), in the process's own network
+	// namespace; MarkMask is nsegress's conntrack mark bits.
+	Replicate bool
+	MarkMask  uint32
+	// Kick asks the node role to reconcile now: the holders changed.
+	Kick func()
+	// Claimed is called with this node's takeovers whenever they change,
+	// for the controller to adopt (the Node's claims annotation).
+	Claimed func(map[netip.Addr]int64)
+	Logf    func(format string, args ...any)
+}
+
+// Runtime watches the node's gateway peers and takes floating IPs over
+// from dead ones, without the API server.
+type Runtime struct {
+	cfg  Config
+	boot uint64
+
+	mu    sync.Mutex
+	world World
+	self  netip.Addr
+	// started is when the runtime began listening: a peer never heard
+	// counts as silent since then.
+	started   time.Time
+	lastHeard map[string]time.Time
+	hears     map[string][]string
+	heard     map[netip.Addr]claim
+	own       map[netip.Addr]int64
+	holders   map[netip.Addr]Holder
+	// fenced: this node holds nothing (no peer, no router); quietUntil:
+	// after a fence or at start, it takes nothing new until it has heard
+	// its peers' claims; suppressed: IPs another MAC announced.
+	fenced     bool
+	quietUntil time.Time
+	suppressed map[netip.Addr]time.Time
+	probing    map[netip.Addr]bool
+	// uplinkCheckedAt paces the uplink checks of a silent holder.
+	uplinkCheckedAt time.Time
+	// silentLogged avoids logging a live datapath behind a dead agent at
+	// every probe.
+	silentLogged map[netip.Addr]bool
+	seq          uint64
+	conn         *net.UDPConn
+	arp          *arpSocket
+	uplink       string
+	// router is the uplink's default router, refreshed by the run loop
+	// (netlink lookups belong on the loop's thread, in the runtime's
+	// network namespace).
+	router   netip.Addr
+	routerAt time.Time
+	// server is the replication server, told to resync when the held IPs
+	// change.
+	server *ctsync.Server
+}
+
+// New prepares the runtime; Run starts it.
+func New(cfg Config) *Runtime {
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 50 * time.Millisecond
+	}
+	if cfg.DeadAfter == 0 {
+		cfg.DeadAfter = 3 * cfg.Interval
+	}
+	if cfg.FenceAfter == 0 {
+		cfg.FenceAfter = 10 * cfg.Interval
+	}
+	if cfg.Kick == nil {
+		cfg.Kick = func() {}
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand never fails on Linux
+	return &Runtime{
+		cfg: cfg, boot: binary.LittleEndian.Uint64(b[:]),
+		lastHeard: map[string]time.Time{}, hears: map[string][]string{}, heard: map[netip.Addr]claim{},
+		own: map[netip.Addr]int64{}, holders: map[netip.Addr]Holder{}, suppressed: map[netip.Addr]time.Time{},
+		probing: map[netip.Addr]bool{}, silentLogged: map[netip.Addr]bool{},
+	}
+}
+
+// SetKick sets Config.Kick: the node role that the runtime kicks is made
+// with the runtime. Call it before Run.
+func (r *Runtime) SetKick(kick func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cfg.Kick = kick
+}
+
+// Update gives the runtime the API's current world and returns every
+// floating IP's holder as this node knows it.
+func (r *Runtime) Update(w World) map[netip.Addr]Holder {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.world = w
+	r.self = w.Nodes[r.cfg.NodeName]
+	// A takeover the API has caught up with (adopted, or overtaken by a
+	// later move) is the API's now.
+	for ip, e := range r.own {
+		if g, ok := w.groupOf(ip); !ok || g.IPs[ip].Epoch >= e {
+			delete(r.own, ip)
+			r.claimedLocked()
+		}
+	}
+	r.recomputeLocked(time.Now())
+	return maps.Clone(r.holders)
+}
+
+// Holders is every floating IP's holder as this node knows it.
+func (r *Runtime) Holders() map[netip.Addr]Holder {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.holders)
+}
+
+// recomputeLocked refreshes holders and says whether they changed.
+func (r *Runtime) recomputeLocked(now time.Time) bool {
+	barred := func(ip netip.Addr) bool {
+		return r.fenced || now.Before(r.quietUntil) || now.Before(r.suppressed[ip])
+	}
+	h := effective(r.cfg.NodeName, r.world, r.heard, r.own, barred)
+	if maps.Equal(h, r.holders) {
+		return false
+	}
+	r.holders = h
+	r.resyncLocked()
+	return true
+}
+
+func (r *Runtime) claimedLocked() {
+	if r.cfg.Claimed != nil {
+		r.cfg.Claimed(maps.Clone(r.own))
+	}
+}
+
+// Run listens on the HA port and heartbeats with the node's peers until
+// ctx ends. Without a key it does nothing: holders are the API's.
+func (r *Runtime) Run(ctx context.Context) error {
+	if len(r.cfg.Key) == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	self, err := r.waitSelf(ctx)
+	if err != nil {
+		return nil // ctx ended
+	}
+	uplink := r.cfg.Uplink
+	if uplink == "" {
+		if uplink, _, err = datapath.FindUplink(self); err != nil {
+			return fmt.Errorf("ha: %w", err)
+		}
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IP(self.AsSlice()), Port: int(r.cfg.Port)})
+	if err != nil {
+		return fmt.Errorf("ha: listen on %s:%d: %w", self, r.cfg.Port, err)
+	}
+	defer conn.Close()
+	arp, err := openARP(uplink, self, r.seenARP)
+	if err != nil {
+		return fmt.Errorf("ha: %w", err)
+	}
+	defer arp.close()
+	r.mu.Lock()
+	r.conn, r.arp, r.uplink = conn, arp, uplink
+	r.started = time.Now()
+	r.mu.Unlock()
+	done := make(chan struct{})
+	defer close(done)
+	go arp.read(done)
+	go r.receive(conn)
+	if r.cfg.Replicate {
+		go r.replicate(ctx, self)
+	}
+	go func() {
+		<-ctx.Done()
+		_ = conn.Close() // ends receive
+	}()
+	r.cfg.Logf("ha: heartbeats on %s:%d every %s; a peer is dead after %s of silence and no ARP answer", self, r.cfg.Port, r.cfg.Interval, r.cfg.DeadAfter)
+	tick := time.NewTicker(r.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			r.refreshRouter()
+			r.beat()
+			r.check(ctx)
+		}
+	}
+}
+
+// waitSelf waits until the world names this node's address.
+func (r *Runtime) waitSelf(ctx context.Context) (netip.Addr, error) {
+	for {
+		r.mu.Lock()
+		self := r.self
+		r.mu.Unlock()
+		if self.IsValid() {
+			return self, nil
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// messageLocked is what this node says now.
+func (r *Runtime) messageLocked(now time.Time, push bool) message {
+	r.seq++
+	m := message{Node: r.cfg.NodeName, Boot: r.boot, Seq: r.seq, Time: now.UnixNano(), Push: push}
+	for ip, h := range r.holders {
+		if h.Node == r.cfg.NodeName {
+			if m.Holds == nil {
+				m.Holds = map[netip.Addr]int64{}
+			}
+			m.Holds[ip] = h.Epoch
+		}
+	}
+	for p, t := range r.lastHeard {
+		if now.Sub(t) < r.cfg.DeadAfter {
+			m.Hears = append(m.Hears, p)
+		}
+	}
+	slices.Sort(m.Hears)
+	return m
+}
+
+// beat sends a heartbeat to every peer.
+func (r *Runtime) beat() {
+	r.mu.Lock()
+	now := time.Now()
+	peers := r.world.peersOf(r.cfg.NodeName)
+	if len(peers) == 0 {
+		r.mu.Unlock()
+		return
+	}
+	m := r.messageLocked(now, false)
+	var to []netip.Addr
+	for _, p := range peers {
+		if ip, ok := r.world.Nodes[p]; ok {
+			to = append(to, ip)
+		}
+	}
+	r.mu.Unlock()
+	r.send(m, to)
+}
+
+func (r *Runtime) send(m message, to []netip.Addr) {
+	b, err := seal(r.cfg.Key, m)
+	if err != nil {
+		r.cfg.Logf("ha: %v", err)
+		return
+	}
+	for _, ip := range to {
+		// A lost heartbeat is what the protocol is built for.
+		_, _ = r.conn.WriteToUDPAddrPort(b, netip.AddrPortFrom(ip, r.cfg.Port))
+	}
+}
+
+// Holding tells the runtime that the node now holds ips on its uplink:
+// every node hears it at once (and twice more, in case of loss), so that
+// workers re-point their tunnels without waiting for the API.
+func (r *Runtime) Holding(ips []netip.Addr) {
+	if len(ips) == 0 || len(r.cfg.Key) == 0 {
+		return
+	}
+	go func() {
+		for _, d := range []time.Duration{0, 100 * time.Millisecond, time.Second} {
+			time.Sleep(d)
+			r.mu.Lock()
+			if r.conn == nil {
+				r.mu.Unlock()
+				return
+			}
+			m := r.messageLocked(time.Now(), true)
+			var to []netip.Addr
+			for n, ip := range r.world.Nodes {
+				if n != r.cfg.NodeName {
+					to = append(to, ip)
+				}
+			}
+			r.mu.Unlock()
+			r.send(m, to)
+		}
+	}()
+}
+
+// receive reads messages until the connection closes.
+func (r *Runtime) receive(conn *net.UDPConn) {
+	var guard replayGuard
+	buf := make([]byte, maxMessage)
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		m, err := open(r.cfg.Key, buf[:n])
+		if err != nil {
+			r.cfg.Logf("ha: from %s: %v", from.Addr(), err)
+			continue
+		}
+		now := time.Now()
+		r.mu.Lock()
+		sender, known := r.world.Nodes[m.Node]
+		r.mu.Unlock()
+		if !known || sender != from.Addr().Unmap() {
+			r.cfg.Logf("ha: a message for node %s came from %s, not from its address", m.Node, from.Addr())
+			continue
+		}
+		if err := guard.accept(m, now); err != nil {
+			r.cfg.Logf("ha: %v", err)
+			continue
+		}
+		r.hear(m, now)
+	}
+}
+
+// hear records what a peer said.
+func (r *Runtime) hear(m message, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastHeard[m.Node] = now
+	r.hears[m.Node] = m.Hears
+	for ip, c := range r.heard {
+		if _, still := m.Holds[ip]; c.node == m.Node && !still {
+			delete(r.heard, ip) // it let the IP go
+		}
+	}
+	for ip, e := range m.Holds {
+		if c, ok := r.heard[ip]; !ok || c.node == m.Node || e > c.epoch {
+			r.heard[ip] = claim{node: m.Node, epoch: e}
+		}
+	}
+	if r.recomputeLocked(now) {
+		r.cfg.Kick()
+	}
+}
+
+// seenARP handles an ARP frame from another machine: one that announces
+// an IP this node holds means two holders. The one with the higher epoch
+// keeps it; without a higher epoch this node lets it go for a while.
+func (r *Runtime) seenARP(ip netip.Addr, mac net.HardwareAddr) {
+	r.mu.Lock()
+	h, ok := r.holders[ip]
+	if !ok || h.Node != r.cfg.NodeName {
+		r.mu.Unlock()
+		return
+	}
+	if c, heard := r.heard[ip]; !heard || c.epoch < h.Epoch {
+		if _, mine := r.own[ip]; mine {
+			// This node's takeover is the newest word on the IP: say it
+			// again.
+			arp := r.arp
+			r.mu.Unlock()
+			r.cfg.Logf("ha: %s announced %s, which this node holds at epoch %d: announcing again", mac, ip, h.Epoch)
+			if arp != nil {
+				_ = arp.announce(ip) // a lost announcement is repeated at the next conflict
+			}
+			return
+		}
+	}
+	now := time.Now()
+	r.suppressed[ip] = now.Add(2 * time.Second)
+	changed := r.recomputeLocked(now)
+	r.mu.Unlock()
+	r.cfg.Logf("ha: %s announced %s, which this node holds at epoch %d: letting it go", mac, ip, h.Epoch)
+	if changed {
+		r.cfg.Kick()
+	}
+	time.AfterFunc(2*time.Second+10*time.Millisecond, r.refresh)
+}
+
+// refresh recomputes the holders when a time bar ends.
+func (r *Runtime) refresh() {
+	r.mu.Lock()
+	changed := r.recomputeLocked(time.Now())
+	r.mu.Unlock()
+	if changed {
+		r.cfg.Kick()
+	}
+}
+
+// refreshRouter looks up the uplink's default router every few seconds.
+func (r *Runtime) refreshRouter() {
+	r.mu.Lock()
+	uplink, at := r.uplink, r.routerAt
+	r.mu.Unlock()
+	if time.Since(at) < 5*time.Second {
+		return
+	}
+	var gw netip.Addr
+	if routes, err := datapath.UnderlayRoutes(uplink); err == nil {
+		gw = routes[netip.PrefixFrom(netip.IPv4Unspecified(), 0)]
+	}
+	r.mu.Lock()
+	r.router, r.routerAt = gw, time.Now()
+	r.mu.Unlock()
+}

@@ -1,0 +1,114 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// SetUnderlay plugs a node's underlay cable in (up) or pulls it out: its
+// switch port goes down, so the node neither sends nor receives on the
+// node network, while its own interface, addresses and processes stay as
+// they are (a partition, as a failed switch port or cable makes it).
+func (l *Lab) SetUnderlay(node string, up bool) error {
+	h := l.host(node)
+	if h == nil {
+		return fmt.Errorf("no host %s", node)
+	}
+	l.mu.Lock()
+	port := h.ports[underlayBridge]
+	l.mu.Unlock()
+	sw := l.host("switch")
+	link, err := sw.nl.LinkByName(port)
+	if err != nil {
+		return fmt.Errorf("%s's switch port %q: %w", node, port, err)
+	}
+	if up {
+		err = sw.nl.LinkSetUp(link)
+	} else {
+		err = sw.nl.LinkSetDown(link)
+	}
+	if err != nil {
+		return fmt.Errorf("set %s's switch port %s up=%v: %w", node, port, up, err)
+	}
+	return nil
+}
+
+// FreezeNode stops (frozen) or resumes every process of a node: its
+// daemons (containerd, the kubelet, kube-proxy, the primary's), every
+// pod's, and the nsegress agent's, through the cgroup freezer. With its
+// underlay pulled too, a frozen node is a dead machine to everyone else:
+// it sends nothing and answers nothing but what its kernel answers on its
+// own (ARP, forwarding), which a pulled cable also stops. Unlike a kill
+// it can come back as it was, so that one cluster serves several tests.
+// Nothing may run inside a frozen node (NodeExec would hang).
+func (l *Lab) FreezeNode(node string, frozen bool) error {
+	if l.host(node) == nil {
+		return fmt.Errorf("no host %s", node)
+	}
+	mounts, err := cgroupMounts()
+	if err != nil {
+		return err
+	}
+	state := "THAWED"
+	if frozen {
+		state = "FROZEN"
+	}
+	var found bool
+	for _, m := range mounts {
+		f := filepath.Join(m, cgroupName, node, "freezer.state")
+		if _, err := os.Stat(f); err != nil {
+			continue
+		}
+		found = true
+		if err := os.WriteFile(f, []byte(state), 0o644); err != nil {
+			return fmt.Errorf("%s: write %s: %w", node, f, err)
+		}
+		// FREEZING while tasks are still being stopped; wait for the end.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(string(b)) == state {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: %s still %s after 10s", node, f, strings.TrimSpace(string(b)))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if !found {
+		return errors.New("no cgroup v1 freezer hierarchy: cannot freeze a node")
+	}
+	return nil
+}
+
+// UplinkAddrs are the IPv4 addresses on a node's underlay interface,
+// read from outside the node (so it works while the node is frozen).
+func (l *Lab) UplinkAddrs(node string) ([]string, error) {
+	h := l.host(node)
+	if h == nil {
+		return nil, fmt.Errorf("no host %s", node)
+	}
+	link, err := h.nl.LinkByName("eth0")
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := h.nl.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, a := range addrs {
+		out = append(out, a.IPNet.String())
+	}
+	return out, nil
+}
