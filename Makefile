@@ -61,7 +61,7 @@ lint:
 FLANNEL_ONLY := TestSelectedPodsRideOutTheirOverlayBeingRecreated
 # The gateway failover tests kill and partition gateways: a cluster of
 # their own (the default mix), after the main run.
-HA_ONLY := TestAGatewayThatDiesLosesNoConnection|TestAPartitionedGatewayHealsToOneHolder
+HA_ONLY := TestAGatewayThatDiesLosesNoConnection|TestAPartitionedGatewayHealsToOneHolder|TestDrainingAGatewayMovesItsIPsWithoutLoss
 FLANNEL_SUITES := ^(TestLabNodesAreReadyAndLabelled|TestLabPrimariesRouteAsTheirKind|TestSeedScenario|TestNothingShortOfRootOnANodeSendsWithAnEgressIP|TestLabServices|$(FLANNEL_ONLY))$$
 ROUTED_SUITES := ^(TestLabPrimariesRouteAsTheirKind|TestSeedScenario)$$
 test: deps tools build
@@ -92,6 +92,10 @@ fuzz:
 	$(GO) test ./plugin -run '^$$' -fuzz '^FuzzAgentAnswer$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./nodestate -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./nodestate -run '^$$' -fuzz '^FuzzSnapshot$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api/v1alpha1 -run '^$$' -fuzz '^FuzzParseClaims$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./agent/ha -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./agent/ctsync -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./agent/ctsync -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME)
 
 ## bench: the benchmarks of BENCHMARKS.md (as root, on the lab; not tests)
 bench: deps tools build

@@ -146,6 +146,13 @@ func judge(t *testing.T, c Cluster, s streams, dropsBefore uint64) {
 	if s.pushed.lines != s.pushed.want || s.pushed.err != "none" {
 		t.Errorf("the server-driven connection broke: %d of %d lines, error %s", s.pushed.lines, s.pushed.want, s.pushed.err)
 	}
+	// A flow that stalls for many seconds has lost its state somewhere,
+	// even if TCP recovers it in the end; a failover costs a few of
+	// TCP's retransmission timeouts, well under this bound.
+	const stall = 5000
+	if s.held.gapMS > stall || s.pushed.gapMS > stall {
+		t.Errorf("a long-lived connection stalled: %d ms (client-driven), %d ms (server-driven); want under %d ms", s.held.gapMS, s.pushed.gapMS, stall)
+	}
 	if s.fresh.requests-s.fresh.failed < 10 {
 		t.Errorf("new connections did not recover: %d of %d failed", s.fresh.failed, s.fresh.requests)
 	}
@@ -249,5 +256,40 @@ func reachAs(t *testing.T, c Cluster, pod *corev1.Pod, egress string) {
 	out, err := execIn(context.Background(), c, pod.Namespace, pod.Name, "/labbox", "get", "-timeout", "3s", c.Backends()[0].URL())
 	if err != nil || netip.MustParseAddr(egress).String() != strings.TrimSpace(out) {
 		t.Errorf("the pod reached backend 1 as %q, %v; want %s", out, err, egress)
+	}
+}
+
+// TestDrainingAGatewayMovesItsIPsWithoutLoss cordons the gateway holding
+// the egress IP, as kubectl drain does first: the controller moves the IP
+// to its standby at the next epoch with reason Drained, established
+// connections go on, new ones recover, and the firewall sees only the
+// egress IP. (New connections attempted during the move may still fail:
+// logged, not yet asserted.)
+func TestDrainingAGatewayMovesItsIPsWithoutLoss(t *testing.T) {
+	c := cluster(t)
+	ctx := context.Background()
+	client, gateway := selectedClient(t, c, "dr")
+	egress := "198.51.100.101"
+	standby := standbyOf(t, c, egress)
+	t.Cleanup(func() { _, _ = kubectl(context.Background(), c, "", "uncordon", gateway) })
+	dropsBefore := nodeDrops(t, c)
+	s := measureAcross(t, c, client, c.Backends()[0].URL(), 12*time.Second, func() {
+		if out, err := kubectl(ctx, c, "", "cordon", gateway); err != nil {
+			t.Fatalf("cordon %s: %v\n%s", gateway, err, out)
+		}
+		privtest.Eventually(t, 10*time.Second, standby+" alone holds "+egress, func() (bool, error) {
+			h := holdersOf(t, c, egress)
+			return len(h) == 1 && h[0] == standby, nil
+		})
+	})
+	judge(t, c, s, dropsBefore)
+	// Not yet zero (issue 10, item 5): a new connection whose SYN reaches
+	// the old holder after it let the IP go, before its node re-pointed,
+	// waits for TCP's one-second retransmission and may time out.
+	t.Logf("%d new connections failed during the planned move", s.fresh.failed)
+	out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "get", "networkgatewaygroup", "onprem",
+		"-o", fmt.Sprintf(`jsonpath={.status.assignments.%s.reason}`, strings.ReplaceAll(egress, ".", `\.`)))
+	if err != nil || strings.TrimSpace(out) != "Drained" {
+		t.Errorf("the move's reason is %q, %v; want Drained", out, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -12,6 +13,12 @@ import (
 // Follower keeps a peer's entries in this namespace's conntrack table.
 type Follower struct {
 	Config
+	// Local says whether this node holds natIP now. The entries of an IP
+	// it holds are its own kernel's to keep: what a peer says of them
+	// (a dump of a former holder that no longer has them, its DESTROY
+	// events as its stale copies time out) is ignored, or the live flows
+	// of a takeover would lose their state. nil holds none.
+	Local func(natIP netip.Addr) bool
 
 	mu    sync.Mutex
 	stats Stats
@@ -140,6 +147,11 @@ func (st *followState) session(ctx context.Context, addr string) (synced bool, e
 	}
 }
 
+// local says whether this node holds ip (Follower.Local).
+func (st *followState) local(ip netip.Addr) bool {
+	return st.f.Local != nil && st.f.Local(ip)
+}
+
 func (st *followState) apply(m message) {
 	var applied, deleted, failed uint64
 	var lag time.Duration
@@ -149,6 +161,10 @@ func (st *followState) apply(m message) {
 	case kindDumpEnd:
 		for k, o := range st.owned {
 			if o.gen == st.gen {
+				continue
+			}
+			if st.local(o.e.natIP) {
+				delete(st.owned, k) // this node's own now: no longer the peer's
 				continue
 			}
 			removed, err := st.in.remove(o.e)
@@ -169,6 +185,9 @@ func (st *followState) apply(m message) {
 				failed++
 				continue
 			}
+			if st.local(e.natIP) {
+				continue
+			}
 			if err := st.in.upsert(e); err != nil {
 				st.cfg.Logf("ctsync: %v", err)
 				failed++
@@ -180,6 +199,10 @@ func (st *followState) apply(m message) {
 	case kindDelete:
 		lag = time.Since(m.seen)
 		for _, e := range m.entries {
+			if st.local(e.natIP) {
+				delete(st.owned, e.key)
+				continue
+			}
 			removed, err := st.in.remove(e)
 			if err != nil {
 				st.cfg.Logf("ctsync: %v", err)

@@ -19,13 +19,14 @@ import (
 // Run keeps in the node's network namespace.
 func (r *Runtime) replicate(ctx context.Context, self netip.Addr) {
 	cfg := ctsync.Config{Key: r.cfg.Key, MarkMask: r.cfg.MarkMask, Logf: r.cfg.Logf}
+	holds := func(ip netip.Addr) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.holders[ip].Node == r.cfg.NodeName
+	}
 	srv := &ctsync.Server{
 		Config: cfg,
-		Select: func(ip netip.Addr) bool {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			return r.holders[ip].Node == r.cfg.NodeName
-		},
+		Select: holds,
 		Allowed: func(a netip.Addr) bool {
 			r.mu.Lock()
 			defer r.mu.Unlock()
@@ -77,7 +78,7 @@ func (r *Runtime) replicate(ctx context.Context, self netip.Addr) {
 			}
 			c, cancel := context.WithCancel(ctx)
 			following[addr] = cancel
-			f := &ctsync.Follower{Config: cfg}
+			f := &ctsync.Follower{Config: cfg, Local: holds}
 			go func() {
 				if err := f.Run(c, addr); err != nil {
 					r.cfg.Logf("ha: follow %s: %v", addr, err)
