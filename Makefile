@@ -102,6 +102,7 @@ bench: deps tools build
 	$(GO) test -run '^$$' -bench 'BenchmarkCNIChain' -benchtime=100x -timeout 60m ./e2e/
 	$(GO) test -run '^$$' -bench 'BenchmarkPodStartup' -benchtime=1x -timeout 60m ./e2e/
 	$(GO) test -run '^$$' -bench 'BenchmarkEgressPath' -benchtime=5x -timeout 60m ./e2e/
+	$(GO) test -run '^$$' -bench 'BenchmarkGatewayFailover' -benchtime=20x -timeout 60m ./e2e/
 	$(GO) test -run '^$$' -bench . -benchtime=200x ./nft/
 
 ## demo: bring the lab up, run the seed scenario, print the matrix, remove the lab

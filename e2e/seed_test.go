@@ -425,7 +425,7 @@ func TestSeedScenario(t *testing.T) {
 
 // deleteAll deletes every pod of the namespaces and waits until they are
 // gone.
-func deleteAll(t *testing.T, cs kubernetes.Interface, namespaces []string) {
+func deleteAll(t testing.TB, cs kubernetes.Interface, namespaces []string) {
 	t.Helper()
 	ctx := context.Background()
 	for _, ns := range namespaces {

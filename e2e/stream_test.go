@@ -76,7 +76,7 @@ func streamAcross(t *testing.T, c Cluster, pod *corev1.Pod, url string, d time.D
 // namespace ns on the first worker. It returns the pod, which reaches
 // backend 1 as 198.51.100.101 (checked), and the policy's gateway node.
 // Everything goes at the end of t.
-func selectedClient(t *testing.T, c Cluster, ns string) (*corev1.Pod, string) {
+func selectedClient(t testing.TB, c Cluster, ns string) (*corev1.Pod, string) {
 	t.Helper()
 	ctx := context.Background()
 	cs := clientset(t, c)

@@ -3,21 +3,26 @@ package ctsync
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Follower keeps a peer's entries in this namespace's conntrack table.
 type Follower struct {
 	Config
 	// Local says whether this node holds natIP now. The entries of an IP
-	// it holds are its own kernel's to keep: what a peer says of them
-	// (a dump of a former holder that no longer has them, its DESTROY
-	// events as its stale copies time out) is ignored, or the live flows
-	// of a takeover would lose their state. nil holds none.
+	// it holds are its own kernel's to keep: what a peer says of them is
+	// only ever added where the kernel has no entry of the flow (a flow a
+	// former holder opened while it handed the IP over), never deleted or
+	// changed (a dump of a former holder that no longer has them, its
+	// DESTROY events as its stale copies time out), or the live flows of
+	// a takeover would lose their state. nil holds none.
 	Local func(natIP netip.Addr) bool
 
 	mu    sync.Mutex
@@ -186,6 +191,12 @@ func (st *followState) apply(m message) {
 				continue
 			}
 			if st.local(e.natIP) {
+				if err := st.in.create(e); err != nil && !errors.Is(err, unix.EEXIST) {
+					st.cfg.Logf("ctsync: %v", err)
+					failed++
+				} else if err == nil {
+					applied++
+				}
 				continue
 			}
 			if err := st.in.upsert(e); err != nil {

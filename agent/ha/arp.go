@@ -88,6 +88,11 @@ func (s *arpSocket) read(done <-chan struct{}) {
 // probe asks who has ip, tries times, waiting wait after each; it says
 // whether anyone answered.
 func (s *arpSocket) probe(ip netip.Addr, tries int, wait time.Duration) bool {
+	return s.probeMAC(ip, tries, wait) != nil
+}
+
+// probeMAC is probe returning who answered, or nil.
+func (s *arpSocket) probeMAC(ip netip.Addr, tries int, wait time.Duration) net.HardwareAddr {
 	ch := make(chan net.HardwareAddr, 1)
 	s.mu.Lock()
 	s.waiters[ip] = append(s.waiters[ip], ch)
@@ -105,12 +110,12 @@ func (s *arpSocket) probe(ip netip.Addr, tries int, wait time.Duration) bool {
 		// answers.
 		_ = s.send(arpFrame(1, s.ifi.HardwareAddr, s.src, ip))
 		select {
-		case <-ch:
-			return true
+		case mac := <-ch:
+			return mac
 		case <-time.After(wait):
 		}
 	}
-	return false
+	return nil
 }
 
 // announce sends a gratuitous ARP for ip.

@@ -23,14 +23,30 @@ func (r *Runtime) check(ctx context.Context) {
 	for _, g := range r.world.Groups {
 		for ip, a := range g.IPs {
 			h := r.holders[ip]
-			// Only the API's standby acts, and only against the holder
-			// the API knows: a takeover by another node is that node's.
-			if a.Standby != r.cfg.NodeName || h.Node == "" || h.Node == r.cfg.NodeName || h.Epoch != a.Epoch || r.probing[ip] {
+			// Only the standby acts: the one the holder last named in its
+			// heartbeats, or else the API's (this node's view of the API
+			// may lag: its watches may have broken in a partition). A
+			// holder the API does not know is trusted only when it named
+			// this node its standby itself.
+			standby, active := a.Standby, a.Active
+			if c, ok := r.heard[ip]; ok && c.node == h.Node && c.standby != "" {
+				standby, active = c.standby, c.node
+			}
+			if standby != r.cfg.NodeName || h.Node == "" || h.Node == r.cfg.NodeName || h.Node != active || r.probing[ip] {
 				continue
 			}
 			if r.aliveLocked(h.Node, now) {
 				delete(r.silentLogged, ip)
+				delete(r.suspected, ip)
 				continue
+			}
+			if !r.suspected[ip] {
+				r.suspected[ip] = true
+				last, ok := r.lastHeard[h.Node]
+				if !ok {
+					last = r.started
+				}
+				r.cfg.Logf("ha: %s, holder of %s, silent for %s: probing", h.Node, ip, now.Sub(last).Round(time.Millisecond))
 			}
 			r.probing[ip] = true
 			go r.probeAndTake(ctx, ip, h, g.Members)
@@ -61,13 +77,13 @@ func (r *Runtime) probeAndTake(ctx context.Context, ip netip.Addr, h Holder, mem
 		r.mu.Unlock()
 	}()
 	silentSince := time.Now()
-	if r.arp.probe(ip, probeTries, probeWait) {
+	if mac := r.arp.probeMAC(ip, probeTries, probeWait); mac != nil {
 		r.mu.Lock()
 		first := !r.silentLogged[ip]
 		r.silentLogged[ip] = true
 		r.mu.Unlock()
 		if first {
-			r.cfg.Logf("ha: %s is silent, but %s still answers ARP: its datapath is up, %s stays there", h.Node, ip, ip)
+			r.cfg.Logf("ha: %s is silent, but %s still answers ARP (from %s): its datapath is up, %s stays there", h.Node, ip, mac, ip)
 		}
 		return
 	}

@@ -37,10 +37,12 @@ type Holder struct {
 	Epoch int64
 }
 
-// claim is a node's statement that it holds an IP at an epoch.
+// claim is a node's statement that it holds an IP at an epoch, and who
+// its standby is.
 type claim struct {
-	node  string
-	epoch int64
+	node    string
+	epoch   int64
+	standby string
 }
 
 // wins says whether c overrides a holder at epoch e: a strictly higher
@@ -60,7 +62,7 @@ func effective(self string, w World, heard map[netip.Addr]claim, own map[netip.A
 			if c, ok := heard[ip]; ok && c.wins(h.Epoch) {
 				h = Holder{Node: c.node, Epoch: c.epoch}
 			}
-			if e, ok := own[ip]; ok && (claim{self, e}).wins(h.Epoch) {
+			if e, ok := own[ip]; ok && (claim{node: self, epoch: e}).wins(h.Epoch) {
 				h = Holder{Node: self, Epoch: e}
 			}
 			if h.Node == self && barred(ip) {

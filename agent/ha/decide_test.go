@@ -34,11 +34,11 @@ func TestEffectiveHolders(t *testing.T) {
 		want   Holder
 	}{
 		{name: "the API's active holds when nobody claims more", self: "worker-1", want: Holder{"gw-1", 3}},
-		{name: "a claim at a higher epoch overrides the API", self: "worker-1", heard: map[netip.Addr]claim{ip1: {"gw-2", 4}}, want: Holder{"gw-2", 4}},
-		{name: "a claim at the API's epoch does not", self: "worker-1", heard: map[netip.Addr]claim{ip1: {"gw-2", 3}}, want: Holder{"gw-1", 3}},
-		{name: "a stale claim below the API's epoch does not", self: "worker-1", heard: map[netip.Addr]claim{ip1: {"gw-2", 2}}, want: Holder{"gw-1", 3}},
+		{name: "a claim at a higher epoch overrides the API", self: "worker-1", heard: map[netip.Addr]claim{ip1: {node: "gw-2", epoch: 4}}, want: Holder{"gw-2", 4}},
+		{name: "a claim at the API's epoch does not", self: "worker-1", heard: map[netip.Addr]claim{ip1: {node: "gw-2", epoch: 3}}, want: Holder{"gw-1", 3}},
+		{name: "a stale claim below the API's epoch does not", self: "worker-1", heard: map[netip.Addr]claim{ip1: {node: "gw-2", epoch: 2}}, want: Holder{"gw-1", 3}},
 		{name: "the node's own takeover holds", self: "gw-2", own: map[netip.Addr]int64{ip1: 4}, want: Holder{"gw-2", 4}},
-		{name: "a holder that hears a higher epoch lets the IP go", self: "gw-1", heard: map[netip.Addr]claim{ip1: {"gw-2", 4}}, want: Holder{"gw-2", 4}},
+		{name: "a holder that hears a higher epoch lets the IP go", self: "gw-1", heard: map[netip.Addr]claim{ip1: {node: "gw-2", epoch: 4}}, want: Holder{"gw-2", 4}},
 		{name: "a barred node holds nothing", self: "gw-1", barred: func(ip netip.Addr) bool { return ip == ip1 }, want: Holder{"", 3}},
 		{name: "a bar on another node's IP changes nothing", self: "gw-2", barred: func(netip.Addr) bool { return true }, want: Holder{"gw-1", 3}},
 	}

@@ -75,15 +75,20 @@ type Runtime struct {
 	quietUntil time.Time
 	suppressed map[netip.Addr]time.Time
 	probing    map[netip.Addr]bool
+	// draining are the IPs this node let go, until when it still
+	// forwards and replicates their flows (DrainFor).
+	draining map[netip.Addr]time.Time
 	// uplinkCheckedAt paces the uplink checks of a silent holder.
 	uplinkCheckedAt time.Time
 	// silentLogged avoids logging a live datapath behind a dead agent at
 	// every probe.
 	silentLogged map[netip.Addr]bool
-	seq          uint64
-	conn         *net.UDPConn
-	arp          *arpSocket
-	uplink       string
+	// suspected are the IPs whose holder's silence was logged.
+	suspected map[netip.Addr]bool
+	seq       uint64
+	conn      *net.UDPConn
+	arp       *arpSocket
+	uplink    string
 	// router is the uplink's default router, refreshed by the run loop
 	// (netlink lookups belong on the loop's thread, in the runtime's
 	// network namespace).
@@ -120,7 +125,7 @@ func New(cfg Config) *Runtime {
 		cfg: cfg, boot: binary.LittleEndian.Uint64(b[:]),
 		lastHeard: map[string]time.Time{}, hears: map[string][]string{}, heard: map[netip.Addr]claim{},
 		own: map[netip.Addr]int64{}, holders: map[netip.Addr]Holder{}, suppressed: map[netip.Addr]time.Time{},
-		probing: map[netip.Addr]bool{}, silentLogged: map[netip.Addr]bool{},
+		probing: map[netip.Addr]bool{}, silentLogged: map[netip.Addr]bool{}, suspected: map[netip.Addr]bool{}, draining: map[netip.Addr]time.Time{},
 	}
 }
 
@@ -166,6 +171,17 @@ func (r *Runtime) recomputeLocked(now time.Time) bool {
 	h := effective(r.cfg.NodeName, r.world, r.heard, r.own, barred)
 	if maps.Equal(h, r.holders) {
 		return false
+	}
+	for ip, old := range r.holders {
+		if old.Node == r.cfg.NodeName && h[ip].Node != r.cfg.NodeName {
+			r.draining[ip] = now.Add(DrainFor)
+			time.AfterFunc(DrainFor+10*time.Millisecond, r.endDrain)
+		}
+	}
+	for ip, cur := range h {
+		if cur.Node == r.cfg.NodeName {
+			delete(r.draining, ip)
+		}
 	}
 	r.holders = h
 	r.resyncLocked()
@@ -260,8 +276,12 @@ func (r *Runtime) messageLocked(now time.Time, push bool) message {
 		if h.Node == r.cfg.NodeName {
 			if m.Holds == nil {
 				m.Holds = map[netip.Addr]int64{}
+				m.Standbys = map[netip.Addr]string{}
 			}
 			m.Holds[ip] = h.Epoch
+			if g, ok := r.world.groupOf(ip); ok && g.IPs[ip].Standby != "" && g.IPs[ip].Standby != r.cfg.NodeName {
+				m.Standbys[ip] = g.IPs[ip].Standby
+			}
 		}
 	}
 	for p, t := range r.lastHeard {
@@ -379,7 +399,7 @@ func (r *Runtime) hear(m message, now time.Time) {
 	}
 	for ip, e := range m.Holds {
 		if c, ok := r.heard[ip]; !ok || c.node == m.Node || e > c.epoch {
-			r.heard[ip] = claim{node: m.Node, epoch: e}
+			r.heard[ip] = claim{node: m.Node, epoch: e, standby: m.Standbys[ip]}
 		}
 	}
 	if r.recomputeLocked(now) {
@@ -419,6 +439,41 @@ func (r *Runtime) seenARP(ip netip.Addr, mac net.HardwareAddr) {
 		r.cfg.Kick()
 	}
 	time.AfterFunc(2*time.Second+10*time.Millisecond, r.refresh)
+}
+
+// DrainFor is how long a node that let a floating IP go keeps
+// forwarding, SNATing and replicating the policy traffic that still
+// arrives through its tunnels: nodes re-point their tunnels to the new
+// holder within this time, and a connection one of them opens meanwhile
+// is replicated to the new holder, which receives its replies (it answers
+// ARP for the IP now), instead of losing its SYN.
+const DrainFor = 2 * time.Second
+
+// Draining are the floating IPs this node let go less than DrainFor ago.
+func (r *Runtime) Draining() map[netip.Addr]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.drainingLocked(time.Now())
+}
+
+func (r *Runtime) drainingLocked(now time.Time) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for ip, until := range r.draining {
+		if now.Before(until) {
+			out[ip] = true
+		} else {
+			delete(r.draining, ip)
+		}
+	}
+	return out
+}
+
+// endDrain asks the node role to stop forwarding an IP whose drain ended.
+func (r *Runtime) endDrain() {
+	r.mu.Lock()
+	r.drainingLocked(time.Now())
+	r.mu.Unlock()
+	r.cfg.Kick()
 }
 
 // refresh recomputes the holders when a time bar ends.

@@ -25,6 +25,11 @@ type message struct {
 	Time int64  `json:"time"`
 	// Holds maps each floating IP the sender holds to its epoch.
 	Holds map[netip.Addr]int64 `json:"holds,omitempty"`
+	// Standbys names, for each IP the sender holds, its standby as the
+	// sender knows it: the standby learns its duty from its holder too,
+	// not only from its own view of the API, which may be stale (its
+	// watches broken after a partition or a pause).
+	Standbys map[netip.Addr]string `json:"standbys,omitempty"`
 	// Hears are the peers the sender heard within DeadAfter.
 	Hears []string `json:"hears,omitempty"`
 	// Push marks a message sent to every node because the sender started

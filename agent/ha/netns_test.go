@@ -231,3 +231,19 @@ func slicesContain(s []string, v string) bool {
 	}
 	return false
 }
+
+func TestAStandbyWithAStaleViewLearnsItsDutyFromTheHolder(t *testing.T) {
+	s := newSegment(t)
+	w := s.world()
+	// gw-2's own view of the API is stale: it does not know it is the
+	// standby (its watches broke, say). gw-1's heartbeats tell it.
+	stale := s.world()
+	stale.Groups[0].IPs[ip1] = Assignment{Active: "gw-1", Epoch: 1}
+	gw1, gw2 := s.start("gw-1", w), s.start("gw-2", stale)
+	defer gw2.stop()
+	waitFor(t, "gw-1 holds the IP", 2*time.Second, func() bool { return equal(s.holders(ip1), "gw-1") })
+	time.Sleep(300 * time.Millisecond)
+	gw1.stop()
+	run(t, s.gws["gw-1"], "ip", "link", "set", "eth0", "down")
+	waitFor(t, "gw-2 holds the IP", 2*time.Second, func() bool { return slicesContain(s.holders(ip1), "gw-2") })
+}

@@ -26,7 +26,13 @@ func (r *Runtime) replicate(ctx context.Context, self netip.Addr) {
 	}
 	srv := &ctsync.Server{
 		Config: cfg,
-		Select: holds,
+		// The IPs it holds, and those it is handing over: flows it opens
+		// while draining reach the new holder.
+		Select: func(ip netip.Addr) bool {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.holders[ip].Node == r.cfg.NodeName || r.drainingLocked(time.Now())[ip]
+		},
 		Allowed: func(a netip.Addr) bool {
 			r.mu.Lock()
 			defer r.mu.Unlock()

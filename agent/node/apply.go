@@ -208,13 +208,15 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 		r.cfg.Logf("node: %v", err)
 	}
 	var holders map[netip.Addr]ha.Holder
+	var draining map[netip.Addr]bool
 	if r.cfg.HA != nil {
 		holders = r.cfg.HA.Update(v.haWorld())
+		draining = r.cfg.HA.Draining()
 	}
 	d, err := plan(v, facts{
 		nodeName: r.cfg.NodeName, port: r.cfg.Port, uplink: uplink, uplinkMTU: mtu, underlayRoutes: direct,
 		records: recs, held: held, pods: pods, ifaces: ifaces, now: r.now(), ignorePodRanges: r.cfg.IgnorePodRanges, settings: r.cfg.Settings,
-		holders: holders,
+		holders: holders, draining: draining,
 	})
 	if err != nil {
 		return "", nil, err

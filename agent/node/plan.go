@@ -49,6 +49,11 @@ type facts struct {
 	// or a newer takeover the HA runtime heard of (package ha). An IP
 	// absent here is placed by the groups' status alone.
 	holders map[netip.Addr]ha.Holder
+	// draining are the floating IPs this node let go moments ago: it
+	// still forwards and SNATs their policies' tunnel traffic, without
+	// holding the address, until every node has re-pointed
+	// (ha.DrainFor).
+	draining map[netip.Addr]bool
 }
 
 // desired is the node's whole desired state.
@@ -102,6 +107,9 @@ func plan(v view, f facts) (desired, error) {
 		}
 		t := datapath.Tunnel{ID: id, Destinations: destinations(p), Generation: datapath.TunnelGeneration(string(p.UID))}
 		t.Mode, t.Gateway = mode(v, p, f.nodeName, f.holders)
+		if egress, err := netip.ParseAddr(p.Status.EgressIP); err == nil && f.draining[egress] && t.Mode != nft.ModeLocal {
+			t.Mode, t.Gateway = nft.ModeLocal, netip.Addr{}
+		}
 		if t.Mode == nft.ModeLocal {
 			t.EgressIP, _ = netip.ParseAddr(p.Status.EgressIP) // mode checked it parses
 			t.Returns = returns

@@ -671,3 +671,30 @@ func TestATakeoverTheAPIHasNotCaughtUpWithMovesTunnelsAndTheIP(t *testing.T) {
 		t.Errorf("with no holder the mode is %s; want drop (failMode Closed)", d.links.Tunnels[0].Mode)
 	}
 }
+
+func TestANodeThatLetAnIPGoKeepsForwardingItsPolicyWhileDraining(t *testing.T) {
+	egress := netip.MustParseAddr("198.51.100.101")
+	groups := []v1alpha1.NetworkGatewayGroup{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "nsegress-system", Name: "onprem"},
+		Spec:       v1alpha1.NetworkGatewayGroupSpec{FloatingIPs: []string{egress.String()}},
+		Status: v1alpha1.NetworkGatewayGroupStatus{
+			FloatingIPs: map[string]string{egress.String(): "gw-2"},
+			Assignments: map[string]v1alpha1.FloatingIPAssignment{egress.String(): {Active: "gw-2", Standby: "gw-1", Epoch: 5}},
+		},
+	}}
+	v := view{nodes: testNodes(), groups: groups, policies: []v1alpha1.EgressNATPolicy{policy("p", 1, gateway("gw-2", egress.String()))}}
+	f := testFacts()
+	f.nodeName = "gw-1"
+	f.draining = map[netip.Addr]bool{egress: true}
+	d := mustPlan(t, v, f)
+	if d.links.Tunnels[0].Mode != nft.ModeLocal || d.links.Tunnels[0].EgressIP != egress {
+		t.Errorf("draining gw-1: mode %s, egress %v; want local, SNAT to %s", d.links.Tunnels[0].Mode, d.links.Tunnels[0].EgressIP, egress)
+	}
+	if slices.Contains(d.links.FloatingIPs, egress) || !slices.Contains(d.links.ReleasedIPs, egress) {
+		t.Errorf("draining gw-1 holds %v, releases %v; want %s released (gw-2 answers ARP for it)", d.links.FloatingIPs, d.links.ReleasedIPs, egress)
+	}
+	f.draining = nil
+	if d = mustPlan(t, v, f); d.links.Tunnels[0].Mode != nft.ModeTunnel {
+		t.Errorf("after the drain gw-1 is in mode %s; want tunnel to gw-2", d.links.Tunnels[0].Mode)
+	}
+}

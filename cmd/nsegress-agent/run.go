@@ -36,7 +36,7 @@ const serviceAccountCA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 // /readyz, and uninstalls on the way out if the DaemonSet is being
 // deleted.
 func runAgent(o options) error {
-	logger := log.New(os.Stderr, "", log.LstdFlags)
+	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 	cfg, err := restConfig(o.apiKubeconfig)
 	if err != nil {
 		return err

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/nsegress/nsegress/agent/datapath"
 )
 
 // SetUnderlay plugs a node's underlay cable in (up) or pulls it out: its
@@ -102,7 +104,7 @@ func (l *Lab) UplinkAddrs(node string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := h.nl.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := datapath.Dump("addresses of "+node, func() ([]netlink.Addr, error) { return h.nl.AddrList(link, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, err
 	}

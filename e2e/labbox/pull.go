@@ -39,6 +39,10 @@ func runPull(ctx context.Context, p proc, fs *flag.FlagSet, args []string) error
 	cfg.url = strings.TrimSuffix(fs.Arg(0), "/")
 	want := int(cfg.duration / cfg.interval)
 	url := fmt.Sprintf("%s/drip/%d/%d", cfg.url, cfg.interval.Milliseconds(), want)
+	// A connection that died without a reset would wait for ever: give up
+	// half a minute after the server should have finished.
+	ctx, cancel := context.WithTimeout(ctx, cfg.duration+30*time.Second)
+	defer cancel()
 	lines, gap, err := pull(ctx, url)
 	msg := "none"
 	if err != nil {

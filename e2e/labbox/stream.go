@@ -18,6 +18,10 @@ type streamConfig struct {
 	// fresh opens a new connection for every request: what a client
 	// making new connections sees, instead of a long-lived flow.
 	fresh bool
+	// trace prints a line per request before the summary: "req START END
+	// ok|fail", the times in Unix nanoseconds, for benchmarks that place
+	// requests against an event.
+	trace bool
 }
 
 // streamResult is what "labbox stream" reports.
@@ -29,6 +33,13 @@ type streamResult struct {
 	// longestGap is the longest time between two successful requests
 	// (or from the start to the first one).
 	longestGap time.Duration
+	// trace is every request, when asked for.
+	trace []tracedRequest
+}
+
+type tracedRequest struct {
+	start, end time.Time
+	ok         bool
 }
 
 func (r streamResult) String() string {
@@ -42,6 +53,7 @@ func parseStream(fs *flag.FlagSet, args []string) (streamConfig, error) {
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to stream")
 	fs.DurationVar(&cfg.timeout, "timeout", time.Second, "give up on one request after `duration`")
 	fs.BoolVar(&cfg.fresh, "fresh", false, "a new TCP connection for every request (default: one kept alive)")
+	fs.BoolVar(&cfg.trace, "trace", false, `print "req START END ok|fail" (Unix ns) per request before the summary`)
 	if err := parseFlags(fs, args); err != nil {
 		return streamConfig{}, err
 	}
@@ -66,15 +78,18 @@ func runStream(ctx context.Context, p proc, fs *flag.FlagSet, args []string) err
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(p.stdout, stream(ctx, cfg))
+	res := stream(ctx, cfg)
+	for _, r := range res.trace {
+		fmt.Fprintf(p.stdout, "req %d %d %s\n", r.start.UnixNano(), r.end.UnixNano(), map[bool]string{true: "ok", false: "fail"}[r.ok])
+	}
+	fmt.Fprintln(p.stdout, res)
 	return nil
 }
 
 func stream(ctx context.Context, cfg streamConfig) streamResult {
 	// One connection at most, kept alive; never a proxy (the lab sends
 	// nothing outside itself).
-	transport := &http.Transport{Proxy: nil, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute,
-		DisableKeepAlives: cfg.fresh}
+	transport := &http.Transport{Proxy: nil, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute}
 	defer transport.CloseIdleConnections()
 	client := &http.Client{Transport: transport, Timeout: cfg.timeout}
 	var res streamResult
@@ -87,7 +102,20 @@ func stream(ctx context.Context, cfg streamConfig) streamResult {
 	}}
 	for time.Since(start) < cfg.duration && ctx.Err() == nil {
 		res.requests++
-		if err := streamOnce(httptrace.WithClientTrace(ctx, trace), client, cfg.url); err != nil {
+		began := time.Now()
+		c := client
+		if cfg.fresh {
+			// A transport of its own per request: a dial still waiting for
+			// its SYN's retransmission after its request timed out would
+			// otherwise hold the transport's one connection slot, and the
+			// next requests would wait for it instead of dialing anew.
+			c = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: cfg.timeout}
+		}
+		err := streamOnce(httptrace.WithClientTrace(ctx, trace), c, cfg.url)
+		if cfg.trace {
+			res.trace = append(res.trace, tracedRequest{start: began, end: time.Now(), ok: err == nil})
+		}
+		if err != nil {
 			res.failed++
 		} else {
 			res.longestGap = max(res.longestGap, time.Since(lastOK))
