@@ -61,7 +61,7 @@ lint:
 FLANNEL_ONLY := TestSelectedPodsRideOutTheirOverlayBeingRecreated
 # The gateway failover tests kill and partition gateways: a cluster of
 # their own (the default mix), after the main run.
-HA_ONLY := TestAGatewayThatDiesLosesNoConnection|TestAPartitionedGatewayHealsToOneHolder|TestDrainingAGatewayMovesItsIPsWithoutLoss
+HA_ONLY := TestAGatewayThatDiesLosesNoConnection|TestAPartitionedGatewayHealsToOneHolder|TestDrainingAGatewayMovesItsIPsWithoutLoss|TestRelabellingAGatewayOutOfItsGroupMovesItsIPsWithoutLoss|TestRollingTheAgentsMovesNoIP
 FLANNEL_SUITES := ^(TestLabNodesAreReadyAndLabelled|TestLabPrimariesRouteAsTheirKind|TestSeedScenario|TestNothingShortOfRootOnANodeSendsWithAnEgressIP|TestLabServices|$(FLANNEL_ONLY))$$
 ROUTED_SUITES := ^(TestLabPrimariesRouteAsTheirKind|TestSeedScenario)$$
 test: deps tools build

@@ -198,6 +198,9 @@ func TestInstallerChainsAndUninstallsCleanly(t *testing.T) {
 			if _, err := c.ReadNodeFile(node, "/var/lib/nsegress/kubeconfig"); !os.IsNotExist(err) {
 				t.Errorf("round %d: plugin kubeconfig left on %s (err=%v)", round, node, err)
 			}
+			if _, err := c.ReadNodeFile(node, "/var/lib/nsegress/ha.key"); !os.IsNotExist(err) {
+				t.Errorf("round %d: the HA key left on %s (err=%v)", round, node, err)
+			}
 		}
 	}
 }

@@ -33,6 +33,9 @@ const (
 	snapshotName  = "snapshot.json"
 	heldName      = "floating-ips.json"
 	socketName    = "agent.sock"
+	// haKeyName is the agent's copy of the cluster's HA key (package
+	// agent/ha), for restarts while the API server is down.
+	haKeyName = "ha.key"
 )
 
 // PodRecord is what ADD learnt about one pod address. The agent reads the
@@ -169,6 +172,9 @@ func (s State) Forget(containerID, ifName string, owned PodRecord, isOwner bool)
 // PodsDir is the folder of the pod records, which the agent watches.
 func (s State) PodsDir() string { return filepath.Join(s.Dir, podsDir) }
 
+// HAKeyPath is where the agent keeps its copy of the HA key.
+func (s State) HAKeyPath() string { return filepath.Join(s.Dir, haKeyName) }
+
 // Records lists every pod record of the node.
 func (s State) Records() ([]PodRecord, error) {
 	entries, err := os.ReadDir(filepath.Join(s.Dir, podsDir))
@@ -231,7 +237,7 @@ func (s State) read(path string) (PodRecord, error) {
 // list of held floating IPs: the agent's uninstall, once the floating IPs
 // are released.
 func (s State) RemoveAll() error {
-	for _, p := range []string{podsDir, containersDir, lockName, snapshotName, socketName, heldName} {
+	for _, p := range []string{podsDir, containersDir, lockName, snapshotName, socketName, heldName, haKeyName, haKeyName + ".tmp"} {
 		if err := os.RemoveAll(filepath.Join(s.Dir, p)); err != nil {
 			return fmt.Errorf("state: %w", err)
 		}

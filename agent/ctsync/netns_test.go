@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -27,12 +26,7 @@ type testNS struct {
 // requireNetNS gates the privileged tests of this package.
 func requireNetNS(t testing.TB) {
 	t.Helper()
-	privtest.Require(t)
-	for _, tool := range []string{"nsenter", "ip", "nft", "sysctl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			privtest.Unavailable(t, "needs "+tool)
-		}
-	}
+	privtest.RequireTools(t, "nsenter", "ip", "nft", "sysctl")
 }
 
 // newTestNS creates a namespace that forwards, with loopback up and

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -29,12 +28,7 @@ type testNS struct {
 // requireNetNS gates the privileged tests of this package.
 func requireNetNS(t testing.TB) {
 	t.Helper()
-	privtest.Require(t)
-	for _, tool := range []string{"nsenter", "ip", "nft", "bridge", "sysctl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			privtest.Unavailable(t, "needs "+tool)
-		}
-	}
+	privtest.RequireTools(t, "nsenter", "ip", "nft", "bridge", "sysctl")
 }
 
 // newTestNS creates a network namespace that is closed when t ends. It

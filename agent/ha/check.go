@@ -120,7 +120,7 @@ func (r *Runtime) uplinkWorks() bool {
 	if r.router.IsValid() {
 		targets = append(targets, r.router)
 	}
-	for _, p := range r.world.peersOf(r.cfg.NodeName) {
+	for _, p := range r.peersLocked() {
 		if ip, ok := r.world.Nodes[p]; ok {
 			targets = append(targets, ip)
 		}
@@ -143,7 +143,7 @@ func (r *Runtime) uplinkWorks() bool {
 // Once a peer is heard again the fence lifts, after a quiet time in
 // which the peers' claims arrive.
 func (r *Runtime) fenceLocked(ctx context.Context, now time.Time) {
-	peers := r.world.peersOf(r.cfg.NodeName)
+	peers := r.peersLocked()
 	if len(peers) == 0 {
 		return
 	}

@@ -93,3 +93,7 @@ func (w *ClaimWriter) write(ctx context.Context, own map[netip.Addr]int64) error
 	_, err = w.Client.CoreV1().Nodes().Patch(c, w.Node, types.MergePatchType, patch, metav1.PatchOptions{})
 	return err
 }
+
+// Clear removes the node's claims annotation: nsegress is being
+// uninstalled.
+func (w *ClaimWriter) Clear(ctx context.Context) error { return w.write(ctx, nil) }

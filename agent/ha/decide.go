@@ -14,8 +14,13 @@ type Assignment struct {
 
 // Group is one NetworkGatewayGroup as the HA runtime needs it.
 type Group struct {
-	// Members are the group's nodes the controller found Up, sorted.
+	// Members are the group's nodes the controller found Up, sorted: the
+	// ones a majority is counted among.
 	Members []string
+	// Peers are every node of the group, Up or not (a cordoned node is
+	// Down, yet hands its IPs over and must keep replicating), sorted;
+	// empty means Members.
+	Peers []string
 	// IPs are the group's placed floating IPs.
 	IPs map[netip.Addr]Assignment
 }
@@ -96,15 +101,19 @@ func majority(self, dead string, members []string, hears map[string][]string) bo
 	return 2*votes > len(members)
 }
 
-// memberOf lists the groups' members other than self in every group self
-// belongs to: the peers self heartbeats with and replicates to.
+// peersOf lists the groups' peers other than self in every group self
+// belongs to: the nodes self heartbeats with and replicates to.
 func (w World) peersOf(self string) []string {
 	var out []string
 	for _, g := range w.Groups {
-		if !slices.Contains(g.Members, self) {
+		peers := g.Peers
+		if len(peers) == 0 {
+			peers = g.Members
+		}
+		if !slices.Contains(peers, self) {
 			continue
 		}
-		for _, m := range g.Members {
+		for _, m := range peers {
 			if m != self && !slices.Contains(out, m) {
 				out = append(out, m)
 			}

@@ -78,6 +78,8 @@ type Runtime struct {
 	// draining are the IPs this node let go, until when it still
 	// forwards and replicates their flows (DrainFor).
 	draining map[netip.Addr]time.Time
+	// peerSeen is when each peer was last one (peersLocked).
+	peerSeen map[string]time.Time
 	// uplinkCheckedAt paces the uplink checks of a silent holder.
 	uplinkCheckedAt time.Time
 	// silentLogged avoids logging a live datapath behind a dead agent at
@@ -125,7 +127,7 @@ func New(cfg Config) *Runtime {
 		cfg: cfg, boot: binary.LittleEndian.Uint64(b[:]),
 		lastHeard: map[string]time.Time{}, hears: map[string][]string{}, heard: map[netip.Addr]claim{},
 		own: map[netip.Addr]int64{}, holders: map[netip.Addr]Holder{}, suppressed: map[netip.Addr]time.Time{},
-		probing: map[netip.Addr]bool{}, silentLogged: map[netip.Addr]bool{}, suspected: map[netip.Addr]bool{}, draining: map[netip.Addr]time.Time{},
+		probing: map[netip.Addr]bool{}, silentLogged: map[netip.Addr]bool{}, suspected: map[netip.Addr]bool{}, draining: map[netip.Addr]time.Time{}, peerSeen: map[string]time.Time{},
 	}
 }
 
@@ -144,6 +146,10 @@ func (r *Runtime) Update(w World) map[netip.Addr]Holder {
 	defer r.mu.Unlock()
 	r.world = w
 	r.self = w.Nodes[r.cfg.NodeName]
+	now := time.Now()
+	for _, p := range w.peersOf(r.cfg.NodeName) {
+		r.peerSeen[p] = now
+	}
 	// A takeover the API has caught up with (adopted, or overtaken by a
 	// later move) is the API's now.
 	for ip, e := range r.own {
@@ -154,6 +160,28 @@ func (r *Runtime) Update(w World) map[netip.Addr]Holder {
 	}
 	r.recomputeLocked(time.Now())
 	return maps.Clone(r.holders)
+}
+
+// peerGrace is how long a node stays a peer after it left this node's
+// groups (or this node left them): a node relabelled out of a group hands
+// its IPs over like a cordoned one, and its flows must keep replicating
+// while it drains (DrainFor).
+const peerGrace = 10 * time.Second
+
+// peersLocked are the nodes this node heartbeats with and replicates
+// to: its groups' peers, and those that were until peerGrace ago.
+func (r *Runtime) peersLocked() []string {
+	now := time.Now()
+	var out []string
+	for p, t := range r.peerSeen {
+		if now.Sub(t) < peerGrace {
+			out = append(out, p)
+		} else {
+			delete(r.peerSeen, p)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Holders is every floating IP's holder as this node knows it.
@@ -297,7 +325,7 @@ func (r *Runtime) messageLocked(now time.Time, push bool) message {
 func (r *Runtime) beat() {
 	r.mu.Lock()
 	now := time.Now()
-	peers := r.world.peersOf(r.cfg.NodeName)
+	peers := r.peersLocked()
 	if len(peers) == 0 {
 		r.mu.Unlock()
 		return
@@ -357,6 +385,19 @@ func (r *Runtime) Holding(ips []netip.Addr) {
 func (r *Runtime) receive(conn *net.UDPConn) {
 	var guard replayGuard
 	buf := make([]byte, maxMessage)
+	// Refused datagrams are logged at most once a second, with how many
+	// were refused meanwhile: anyone on the node network (a pod, through
+	// its node's masquerade) can send to the port, and must not be able
+	// to flood the log.
+	var refused int
+	var loggedAt time.Time
+	refuse := func(format string, args ...any) {
+		refused++
+		if time.Since(loggedAt) >= time.Second {
+			r.cfg.Logf("ha: refused %d message(s); the last: "+format, append([]any{refused}, args...)...)
+			refused, loggedAt = 0, time.Now()
+		}
+	}
 	for {
 		n, from, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -367,7 +408,7 @@ func (r *Runtime) receive(conn *net.UDPConn) {
 		}
 		m, err := open(r.cfg.Key, buf[:n])
 		if err != nil {
-			r.cfg.Logf("ha: from %s: %v", from.Addr(), err)
+			refuse("from %s: %v", from.Addr(), err)
 			continue
 		}
 		now := time.Now()
@@ -375,11 +416,11 @@ func (r *Runtime) receive(conn *net.UDPConn) {
 		sender, known := r.world.Nodes[m.Node]
 		r.mu.Unlock()
 		if !known || sender != from.Addr().Unmap() {
-			r.cfg.Logf("ha: a message for node %s came from %s, not from its address", m.Node, from.Addr())
+			refuse("a message for node %s came from %s, not from its address", m.Node, from.Addr())
 			continue
 		}
 		if err := guard.accept(m, now); err != nil {
-			r.cfg.Logf("ha: %v", err)
+			refuse("%v", err)
 			continue
 		}
 		r.hear(m, now)

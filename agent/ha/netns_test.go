@@ -147,6 +147,15 @@ func (s *segment) world() World {
 	}
 }
 
+// holding starts gw-1 with world w1 and gw-2 with w2, and returns once
+// gw-1 holds ip1 and their heartbeats flow.
+func (s *segment) holding(w1, w2 World) (gw1, gw2 *gateway) {
+	gw1, gw2 = s.start("gw-1", w1), s.start("gw-2", w2)
+	waitFor(s.t, "gw-1 holds the IP", 2*time.Second, func() bool { return equal(s.holders(ip1), "gw-1") })
+	time.Sleep(300 * time.Millisecond) // heartbeats flowing
+	return gw1, gw2
+}
+
 func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -164,12 +173,9 @@ func equal(a []string, b ...string) bool { return fmt.Sprint(a) == fmt.Sprint(b)
 
 func TestADeadAgentOnALiveGatewayMovesNothing(t *testing.T) {
 	s := newSegment(t)
-	w := s.world()
-	gw1, gw2 := s.start("gw-1", w), s.start("gw-2", w)
+	gw1, gw2 := s.holding(s.world(), s.world())
 	defer gw2.stop()
-	waitFor(t, "gw-1 holds the IP", 2*time.Second, func() bool { return equal(s.holders(ip1), "gw-1") })
-	time.Sleep(300 * time.Millisecond) // heartbeats flowing
-	gw1.stop()                         // the agent dies; the kernel keeps the IP and answers ARP
+	gw1.stop() // the agent dies; the kernel keeps the IP and answers ARP
 	time.Sleep(time.Second)
 	if h := s.holders(ip1); !equal(h, "gw-1") {
 		t.Fatalf("a second after gw-1's agent died, %s is held by %v; want gw-1 alone", ip1, h)
@@ -179,13 +185,12 @@ func TestADeadAgentOnALiveGatewayMovesNothing(t *testing.T) {
 	}
 }
 
-func TestTheStandbyTakesOverADeadGatewayWithinASecond(t *testing.T) {
+// How fast is BenchmarkGatewayFailover's to say (e2e); this test says
+// that the standby takes over, at the next epoch.
+func TestTheStandbyTakesOverADeadGateway(t *testing.T) {
 	s := newSegment(t)
-	w := s.world()
-	gw1, gw2 := s.start("gw-1", w), s.start("gw-2", w)
+	gw1, gw2 := s.holding(s.world(), s.world())
 	defer gw2.stop()
-	waitFor(t, "gw-1 holds the IP", 2*time.Second, func() bool { return equal(s.holders(ip1), "gw-1") })
-	time.Sleep(300 * time.Millisecond) // heartbeats flowing
 	// The node dies: its agent with it, and its link.
 	gw1.stop()
 	run(t, s.gws["gw-1"], "ip", "link", "set", "eth0", "down")
@@ -193,19 +198,13 @@ func TestTheStandbyTakesOverADeadGatewayWithinASecond(t *testing.T) {
 		return gw2.r.Holders()[ip1] == Holder{"gw-2", 2} && slicesContain(s.holders(ip1), "gw-2")
 	})
 	t.Logf("gw-2 held %s %s after gw-1 died", ip1, took)
-	if took > time.Second {
-		t.Errorf("takeover took %s, want under a second", took)
-	}
 }
 
 func TestAPartitionedHolderFencesItselfAndYieldsOnHeal(t *testing.T) {
 	s := newSegment(t)
-	w := s.world()
-	gw1, gw2 := s.start("gw-1", w), s.start("gw-2", w)
+	gw1, gw2 := s.holding(s.world(), s.world())
 	defer gw1.stop()
 	defer gw2.stop()
-	waitFor(t, "gw-1 holds the IP", 2*time.Second, func() bool { return equal(s.holders(ip1), "gw-1") })
-	time.Sleep(300 * time.Millisecond)
 	// Cut gw-1 off the switch; its agent runs on.
 	run(t, s.sw, "ip", "link", "set", "gw-1", "down")
 	waitFor(t, "gw-2 takes the IP over", 2*time.Second, func() bool { return slicesContain(s.holders(ip1), "gw-2") })
@@ -234,15 +233,12 @@ func slicesContain(s []string, v string) bool {
 
 func TestAStandbyWithAStaleViewLearnsItsDutyFromTheHolder(t *testing.T) {
 	s := newSegment(t)
-	w := s.world()
 	// gw-2's own view of the API is stale: it does not know it is the
 	// standby (its watches broke, say). gw-1's heartbeats tell it.
 	stale := s.world()
 	stale.Groups[0].IPs[ip1] = Assignment{Active: "gw-1", Epoch: 1}
-	gw1, gw2 := s.start("gw-1", w), s.start("gw-2", stale)
+	gw1, gw2 := s.holding(s.world(), stale)
 	defer gw2.stop()
-	waitFor(t, "gw-1 holds the IP", 2*time.Second, func() bool { return equal(s.holders(ip1), "gw-1") })
-	time.Sleep(300 * time.Millisecond)
 	gw1.stop()
 	run(t, s.gws["gw-1"], "ip", "link", "set", "eth0", "down")
 	waitFor(t, "gw-2 holds the IP", 2*time.Second, func() bool { return slicesContain(s.holders(ip1), "gw-2") })

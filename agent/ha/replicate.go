@@ -36,7 +36,7 @@ func (r *Runtime) replicate(ctx context.Context, self netip.Addr) {
 		Allowed: func(a netip.Addr) bool {
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			for _, p := range r.world.peersOf(r.cfg.NodeName) {
+			for _, p := range r.peersLocked() {
 				if r.world.Nodes[p] == a.Unmap() {
 					return true
 				}
@@ -66,7 +66,7 @@ func (r *Runtime) replicate(ctx context.Context, self netip.Addr) {
 	for {
 		r.mu.Lock()
 		want := map[string]bool{}
-		for _, p := range r.world.peersOf(r.cfg.NodeName) {
+		for _, p := range r.peersLocked() {
 			if ip, ok := r.world.Nodes[p]; ok {
 				want[netip.AddrPortFrom(ip, r.cfg.Port).String()] = true
 			}

@@ -124,11 +124,13 @@ func (v view) haWorld() ha.World {
 	for _, g := range v.groups {
 		hg := ha.Group{IPs: map[netip.Addr]ha.Assignment{}}
 		for name, st := range g.Status.Nodes {
+			hg.Peers = append(hg.Peers, name)
 			if st == v1alpha1.GatewayNodeUp {
 				hg.Members = append(hg.Members, name)
 			}
 		}
 		slices.Sort(hg.Members)
+		slices.Sort(hg.Peers)
 		for s, node := range g.Status.FloatingIPs {
 			if ip, err := netip.ParseAddr(s); err == nil {
 				hg.IPs[ip] = ha.Assignment{Active: node}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +26,7 @@ import (
 	"github.com/nsegress/nsegress/agent/ha"
 	"github.com/nsegress/nsegress/agent/install"
 	"github.com/nsegress/nsegress/agent/node"
+	"github.com/nsegress/nsegress/nodestate"
 )
 
 // serviceAccountCA is where every pod finds its cluster's CA.
@@ -78,7 +78,7 @@ func runAgent(o options) error {
 	haCfg := ha.Config{NodeName: o.nodeName, Uplink: o.uplink, Port: o.haPort, Logf: logger.Printf, Claimed: claims.Set,
 		Replicate: true, MarkMask: o.settings.Marks.Mask()}
 	keyCtx, cancelKey := context.WithTimeout(ctx, 30*time.Second)
-	haCfg.Key, err = ha.LoadKey(keyCtx, client, o.namespace, o.haKeySecret, filepath.Join(o.stateDir, "ha.key"))
+	haCfg.Key, err = ha.LoadKey(keyCtx, client, o.namespace, o.haKeySecret, nodestate.State{Dir: o.stateDir}.HAKeyPath())
 	cancelKey()
 	if err != nil {
 		logger.Printf("gateway HA is off until the agent restarts: %v", err)
@@ -157,6 +157,12 @@ func runAgent(o options) error {
 	// The roles' errors were logged as they died; what matters now is
 	// that none of them still changes the node while it is uninstalled.
 	_ = roles.Wait()
+	// Best effort: the credentials may be gone with the install.
+	clearCtx, cancelClear := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := claims.Clear(clearCtx); err != nil {
+		logger.Printf("uninstall: the claims annotation of node %s stays: %v", o.nodeName, err)
+	}
+	cancelClear()
 	if err := uninstall(k, o); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ package privtest
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -30,4 +31,16 @@ func Unavailable(t testing.TB, why string) {
 		t.Fatalf("privileged test cannot run, and %s is set: %s", RequiredEnv, why)
 	}
 	t.Skipf("skipped (set %s=1 to make this a failure): %s", RequiredEnv, why)
+}
+
+// RequireTools is Require, and ends t the same way unless every tool is
+// on the PATH.
+func RequireTools(t testing.TB, tools ...string) {
+	t.Helper()
+	Require(t)
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			Unavailable(t, "needs "+tool)
+		}
+	}
 }
