@@ -33,7 +33,9 @@
 // server read its content from the kernel, and entries of 36 bytes
 // (see appendEntry). A full dump is framed by dump-start and dump-end
 // messages; at dump-end the follower deletes what it injected earlier
-// and the dump no longer holds (a DESTROY it missed). The server sends a
+// and the dump no longer holds (a DESTROY it missed); the entries of an
+// IP the follower's own node holds now are the exception (Follower.Local):
+// it only adds those it lacks. The server sends a
 // heartbeat every second when idle; a follower that hears nothing for
 // five seconds reconnects.
 //

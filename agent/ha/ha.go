@@ -69,8 +69,8 @@ type Runtime struct {
 	own       map[netip.Addr]int64
 	holders   map[netip.Addr]Holder
 	// fenced: this node holds nothing (no peer, no router); quietUntil:
-	// after a fence or at start, it takes nothing new until it has heard
-	// its peers' claims; suppressed: IPs another MAC announced.
+	// after a fence, it holds nothing until it has heard its peers'
+	// claims; suppressed: IPs another MAC announced.
 	fenced     bool
 	quietUntil time.Time
 	suppressed map[netip.Addr]time.Time
