@@ -26,6 +26,10 @@ import (
 // labInstall is install/ with the lab's differences patched in.
 const labInstall = "testdata/lab-install"
 
+// agentLabel selects the agents' pods (the controller's run in the same
+// namespace).
+const agentLabel = "app.kubernetes.io/name=nsegress-agent"
+
 // loadAgentImage builds the agent and the plugin as static binaries, packs
 // them into the agent image and imports it into every node.
 func loadAgentImage(t testing.TB, c Cluster) {
@@ -68,6 +72,9 @@ func installNsegress(t testing.TB, c Cluster) {
 		logs := agentLogs(c, 20)
 		t.Fatalf("agents not ready: %v\n%s\nagent logs:\n%s", err, out, logs)
 	}
+	if out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "rollout", "status", "deployment/nsegress-controller", "--timeout=120s"); err != nil {
+		t.Fatalf("the controller is not ready: %v\n%s\nlogs:\n%s", err, out, agentLogs(c, 20))
+	}
 	for _, n := range c.Nodes() {
 		privtest.Eventually(t, 5*time.Second, "nsegress chained on "+n.Name, func() (bool, error) {
 			b, err := c.ReadNodeFile(n.Name, nodeConflist)
@@ -76,10 +83,11 @@ func installNsegress(t testing.TB, c Cluster) {
 	}
 }
 
-// agentLogs returns the last lines of every agent's log (all for tail < 0).
+// agentLogs returns the last lines of every agent's and controller's log
+// (all for tail < 0).
 func agentLogs(c Cluster, tail int) string {
 	logs, err := kubectl(context.Background(), c, "", "-n", "nsegress-system", "logs",
-		"-l", "app.kubernetes.io/name=nsegress-agent", "--prefix", fmt.Sprintf("--tail=%d", tail))
+		"-l", "app.kubernetes.io/part-of=nsegress", "--prefix", fmt.Sprintf("--tail=%d", tail), "--max-log-requests=20")
 	if err != nil {
 		return err.Error()
 	}

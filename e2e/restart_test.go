@@ -16,7 +16,8 @@ import (
 // ways they do in a cluster: the agent of the pod's node and of its
 // gateway force-deleted, their ServiceAccount recreated (every running
 // agent's token is then rejected, which must not read as an uninstall)
-// before the agents roll, and a rolling update of the DaemonSet. The
+// before the agents roll, the node's pod records lost (rebuilt from the
+// API), and a rolling update of the DaemonSet. The
 // connection survives each, no request goes unanswered for a second, and
 // the pod keeps its element.
 func TestAgentRestartsAreInvisibleToTraffic(t *testing.T) {
@@ -29,7 +30,7 @@ func TestAgentRestartsAreInvisibleToTraffic(t *testing.T) {
 
 	agentOn := func(t *testing.T, node string) string {
 		t.Helper()
-		pods, err := cs.CoreV1().Pods("nsegress-system").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+		pods, err := cs.CoreV1().Pods("nsegress-system").List(ctx, metav1.ListOptions{LabelSelector: agentLabel, FieldSelector: "spec.nodeName=" + node})
 		if err != nil || len(pods.Items) != 1 {
 			t.Fatalf("the agent pod on %s: %d pods, %v", node, len(pods.Items), err)
 		}
@@ -52,7 +53,7 @@ func TestAgentRestartsAreInvisibleToTraffic(t *testing.T) {
 				t.Fatalf("%v\n%s", err, out)
 			}
 			privtest.Eventually(t, 120*time.Second, "a new agent on "+node, func() (bool, error) {
-				pods, err := cs.CoreV1().Pods("nsegress-system").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+				pods, err := cs.CoreV1().Pods("nsegress-system").List(ctx, metav1.ListOptions{LabelSelector: agentLabel, FieldSelector: "spec.nodeName=" + node})
 				return err == nil && len(pods.Items) == 1 && pods.Items[0].Name != agent, nil
 			})
 			rolledOut(t)
@@ -81,6 +82,17 @@ func TestAgentRestartsAreInvisibleToTraffic(t *testing.T) {
 				t.Fatalf("%v\n%s", err, out)
 			}
 			rolledOut(t)
+		}},
+		{"the pod records of the pod's node are lost (a state disk restored from an old copy)", 15 * time.Second, func(t *testing.T) {
+			if out, err := c.NodeExec(ctx, node, "sh", "-c", "rm -f /var/lib/nsegress/pods/*.json"); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			// The agent rebuilds the record from the API and the route to
+			// the pod, in the reconcile the deletion starts.
+			privtest.Eventually(t, 10*time.Second, "the record of "+client.Status.PodIP+" rebuilt", func() (bool, error) {
+				out, err := c.NodeExec(ctx, node, "ls", "/var/lib/nsegress/pods")
+				return strings.Contains(out, client.Status.PodIP+"_"), err
+			})
 		}},
 		{"the DaemonSet rolls out a new revision", 60 * time.Second, func(t *testing.T) {
 			if out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "rollout", "restart", "daemonset/nsegress-agent"); err != nil {

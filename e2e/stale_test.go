@@ -101,7 +101,7 @@ func TestANodeStillSteeringWithADeletedPolicysIDBorrowsNothing(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out)
 		}
 		privtest.Eventually(t, 120*time.Second, "no agent on "+stale, func() (bool, error) {
-			pods, err := cs.CoreV1().Pods("nsegress-system").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + stale})
+			pods, err := cs.CoreV1().Pods("nsegress-system").List(ctx, metav1.ListOptions{LabelSelector: agentLabel, FieldSelector: "spec.nodeName=" + stale})
 			return err == nil && len(pods.Items) == 0, err
 		})
 		out, err := execIn(ctx, c, old.Namespace, old.Name, "/labbox", "get", "-timeout", "3s", b1.URL())

@@ -57,6 +57,9 @@ type PodRecord struct {
 	// Added is when ADD wrote the record. The agent uses it to tell a pod
 	// its informer has not seen yet from one whose DEL never came.
 	Added time.Time `json:"added"`
+	// Rebuilt: the agent wrote the record, from the API's view of a
+	// running pod whose record was lost, not ADD.
+	Rebuilt bool `json:"rebuilt,omitempty"`
 }
 
 // key is the record's file name, the same pair that keys its nft element.
@@ -167,6 +170,30 @@ func (s State) Forget(containerID, ifName string, owned PodRecord, isOwner bool)
 		}
 	}
 	return removeIfExists(filepath.Join(s.Dir, containersDir, containerKey(containerID, ifName)))
+}
+
+// ContainerOf returns the container whose index names the record of
+// (ip, hostIf), when one does: a record rebuilt for a running pod takes
+// over the container ID its lost record had, so that the pod's DEL finds
+// it.
+func (s State) ContainerOf(ip netip.Addr, hostIf string) (containerID, ifName string, ok bool) {
+	containers, err := s.Containers()
+	if err != nil {
+		return "", "", false
+	}
+	want := recordKey(ip, hostIf)
+	for _, c := range containers {
+		if b, err := os.ReadFile(filepath.Join(s.Dir, containersDir, containerKey(c[0], c[1]))); err == nil && string(b) == want {
+			return c[0], c[1], true
+		}
+	}
+	return "", "", false
+}
+
+// Remove deletes a record (not its container's index). Call with the
+// lock held.
+func (s State) Remove(r PodRecord) error {
+	return removeIfExists(filepath.Join(s.Dir, podsDir, r.key()+".json"))
 }
 
 // PodsDir is the folder of the pod records, which the agent watches.

@@ -33,6 +33,10 @@ type Config struct {
 	// can claim a floating IP towards every node: it is as secret as the
 	// agent's own credentials.
 	Key []byte
+	// LoadKey, when Key is empty, is called by Run until it returns a key
+	// (the controller creates it at install, perhaps after the agents
+	// start); the runtime starts once it has one.
+	LoadKey func(context.Context) ([]byte, error)
 	// Interval is the heartbeat period (50 ms when 0); DeadAfter how long
 	// a silent peer is alive (3 intervals when 0); FenceAfter how long a
 	// holder that hears no peer and cannot reach its uplink's router keeps
@@ -223,11 +227,11 @@ func (r *Runtime) claimedLocked() {
 }
 
 // Run listens on the HA port and heartbeats with the node's peers until
-// ctx ends. Without a key it does nothing: holders are the API's.
+// ctx ends. Until it has a key it does nothing: holders are the API's.
 func (r *Runtime) Run(ctx context.Context) error {
-	if len(r.cfg.Key) == 0 {
-		<-ctx.Done()
-		return nil
+	key, err := r.waitKey(ctx)
+	if err != nil {
+		return nil // ctx ended
 	}
 	self, err := r.waitSelf(ctx)
 	if err != nil {
@@ -250,6 +254,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	defer arp.close()
 	r.mu.Lock()
+	r.cfg.Key = key
 	r.conn, r.arp, r.uplink = conn, arp, uplink
 	r.started = time.Now()
 	r.mu.Unlock()
@@ -276,6 +281,39 @@ func (r *Runtime) Run(ctx context.Context) error {
 			r.beat()
 			r.check(ctx)
 		}
+	}
+}
+
+// waitKey returns Config.Key, or the first key Config.LoadKey returns;
+// it retries with a growing pause, logging the first failure and every
+// change of reason.
+func (r *Runtime) waitKey(ctx context.Context) ([]byte, error) {
+	if len(r.cfg.Key) > 0 || r.cfg.LoadKey == nil {
+		if len(r.cfg.Key) == 0 {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return r.cfg.Key, nil
+	}
+	pause, said := 500*time.Millisecond, ""
+	for {
+		key, err := r.cfg.LoadKey(ctx)
+		if err == nil {
+			if said != "" {
+				r.cfg.Logf("ha: got the key; gateway HA is on")
+			}
+			return key, nil
+		}
+		if err.Error() != said {
+			said = err.Error()
+			r.cfg.Logf("ha: gateway HA waits for its key (holders are the API's meanwhile): %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 15*time.Second)
 	}
 }
 
@@ -357,7 +395,7 @@ func (r *Runtime) send(m message, to []netip.Addr) {
 // every node hears it at once (and twice more, in case of loss), so that
 // workers re-point their tunnels without waiting for the API.
 func (r *Runtime) Holding(ips []netip.Addr) {
-	if len(ips) == 0 || len(r.cfg.Key) == 0 {
+	if len(ips) == 0 {
 		return
 	}
 	go func() {

@@ -9,6 +9,7 @@ import (
 
 	authv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nsegress/nsegress/nodestate"
@@ -35,6 +36,12 @@ type Credentials struct {
 	// Lifetime is the token lifetime asked for (the API server may cap
 	// it).
 	Lifetime time.Duration
+	// BoundPod and BoundPodUID, when set, bind the token to the agent's
+	// pod (in Namespace): the API server rejects it once that pod is gone,
+	// so a token copied off a node dies with the agent that minted it, and
+	// it names the node the pod runs on.
+	BoundPod    string
+	BoundPodUID types.UID
 }
 
 // Write requests a fresh token and writes the kubeconfig atomically. It
@@ -45,8 +52,12 @@ func (c *Credentials) Write(ctx context.Context) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("plugin kubeconfig: read CA: %w", err)
 	}
 	secs := int64(c.Lifetime / time.Second)
+	spec := authv1.TokenRequestSpec{ExpirationSeconds: &secs}
+	if c.BoundPod != "" {
+		spec.BoundObjectRef = &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: c.BoundPod, UID: c.BoundPodUID}
+	}
 	tr, err := c.Client.CoreV1().ServiceAccounts(c.Namespace).CreateToken(ctx, c.ServiceAccount,
-		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &secs}}, metav1.CreateOptions{})
+		&authv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
 	if err != nil {
 		return time.Time{}, fmt.Errorf("plugin kubeconfig: request a token for %s/%s: %w", c.Namespace, c.ServiceAccount, err)
 	}

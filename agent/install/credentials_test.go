@@ -24,6 +24,7 @@ func TestCredentialsWriteAPrivateKubeconfigWithThePluginsToken(t *testing.T) {
 	}
 	client := fake.NewSimpleClientset()
 	var asked string
+	var bound *authv1.BoundObjectReference
 	tokens := 0
 	client.PrependReactor("create", "serviceaccounts", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		ca := a.(k8stesting.CreateActionImpl)
@@ -31,6 +32,7 @@ func TestCredentialsWriteAPrivateKubeconfigWithThePluginsToken(t *testing.T) {
 			return false, nil, nil
 		}
 		asked = a.GetNamespace() + "/" + ca.Name
+		bound = ca.Object.(*authv1.TokenRequest).Spec.BoundObjectRef
 		tokens++
 		return true, &authv1.TokenRequest{Status: authv1.TokenRequestStatus{
 			Token:               "token-" + string(rune('0'+tokens)),
@@ -38,13 +40,17 @@ func TestCredentialsWriteAPrivateKubeconfigWithThePluginsToken(t *testing.T) {
 		}}, nil
 	})
 	c := &Credentials{Client: client, Namespace: "nsegress-system", ServiceAccount: "nsegress-plugin",
-		Server: "https://198.51.100.2:6443", CAFile: ca, Path: filepath.Join(dir, "kubeconfig"), Lifetime: time.Hour}
+		Server: "https://198.51.100.2:6443", CAFile: ca, Path: filepath.Join(dir, "kubeconfig"), Lifetime: time.Hour,
+		BoundPod: "nsegress-agent-x7k2p", BoundPodUID: "6f1c"}
 	renew, err := c.Write(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if asked != "nsegress-system/nsegress-plugin" {
 		t.Errorf("token requested for %q, want the plugin's ServiceAccount", asked)
+	}
+	if bound == nil || bound.Kind != "Pod" || bound.Name != "nsegress-agent-x7k2p" || bound.UID != "6f1c" {
+		t.Errorf("the token is bound to %+v; want the agent's pod", bound)
 	}
 	if d := time.Until(renew); d < 40*time.Minute || d > 50*time.Minute {
 		t.Errorf("renew in %s, want at 80%% of an hour", d)

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +48,9 @@ type Links interface {
 	// Remove deletes every nsegress link, rule and route (where the
 	// settings place them), and the given floating IPs.
 	Remove(s datapath.Settings, uplink string, floating []netip.Addr) error
+	// PodInterface is a running pod's host interface (and bridge port),
+	// found from its address as ADD found it (datapath.PodInterface).
+	PodInterface(ip netip.Addr) (hostIf, port string, err error)
 }
 
 // Kernel is what the node role changes on the node: the nft table and the
@@ -84,6 +89,10 @@ func (hostLinks) UnderlayRoutes(uplink string) (map[netip.Prefix]netip.Addr, err
 
 func (hostLinks) Announce(uplink string, ip netip.Addr) error { return datapath.Announce(uplink, ip) }
 
+func (hostLinks) PodInterface(ip netip.Addr) (string, string, error) {
+	return datapath.PodInterface(ip)
+}
+
 func (hostLinks) Remove(s datapath.Settings, uplink string, floating []netip.Addr) error {
 	return datapath.Remove(s, uplink, floating)
 }
@@ -101,6 +110,8 @@ type reconciler struct {
 	// announcements.
 	mu      sync.Mutex
 	holding []netip.Addr
+	// logged is the last message logged per key (logOnce).
+	logged map[string]string
 }
 
 func newReconciler(cfg Config) reconciler {
@@ -181,6 +192,12 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 	if err != nil {
 		return "", nil, err
 	}
+	ifaces, err := k.Links.Interfaces()
+	if err != nil {
+		// Unknown: every recorded pod keeps its element.
+		r.cfg.Logf("node: %v", err)
+	}
+	recs = r.rebuild(v, recs, ifaces)
 	held, err := r.st.Held()
 	if err != nil {
 		// Unreadable: plan without it; the list is rewritten below with
@@ -195,11 +212,6 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 	pods, err := t.Pods()
 	if err != nil {
 		return "", nil, err
-	}
-	ifaces, err := k.Links.Interfaces()
-	if err != nil {
-		// Unknown: every recorded pod keeps its element.
-		r.cfg.Logf("node: %v", err)
 	}
 	direct, err := k.Links.UnderlayRoutes(uplink)
 	if err != nil {
@@ -247,6 +259,68 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 		}
 	}
 	return uplink, added, nil
+}
+
+// rebuild returns recs with a record for every running pod of the node
+// (view.running) that has none: a record lost (a state disk wiped or
+// restored from an old copy, a record ADD could not write) is rebuilt
+// from the API (the pod's name and address) and the node (its host
+// interface and bridge port, by a route lookup, as ADD found them), so
+// that a running selected pod keeps or regains its element. The rebuilt
+// record takes the container ID of an index that still names it, so that
+// the pod's DEL removes it; it is saved when the disk allows, and used
+// for this reconcile either way. A pod whose interface cannot be found is
+// logged once and left without. A rebuilt record whose pod is gone from
+// the API and whose interface is gone too is removed.
+func (r *reconciler) rebuild(v view, recs []nodestate.PodRecord, ifaces map[string]bool) []nodestate.PodRecord {
+	have := map[netip.Addr]bool{}
+	out := recs[:0:0]
+	for _, rec := range recs {
+		if _, known := v.pods[rec.Namespace+"/"+rec.Name]; rec.Rebuilt && !known && ifaces != nil && !podInterfaceExists(rec, ifaces) {
+			if err := r.st.Remove(rec); err != nil {
+				r.cfg.Logf("node: remove the rebuilt record of %s/%s: %v", rec.Namespace, rec.Name, err)
+			}
+			continue
+		}
+		have[rec.IP] = true
+		out = append(out, rec)
+	}
+	for _, key := range slices.Sorted(maps.Keys(v.running)) {
+		ip := v.running[key]
+		if have[ip] {
+			continue
+		}
+		hostIf, port, err := r.cfg.Kernel.Links.PodInterface(ip)
+		if err != nil {
+			r.logOnce("rebuild "+key, fmt.Sprintf("node: pod %s (%s) runs without a record, which cannot be rebuilt: %v", key, ip, err))
+			continue
+		}
+		ns, name, _ := strings.Cut(key, "/")
+		rec := nodestate.PodRecord{Namespace: ns, Name: name, IP: ip, HostIf: hostIf, Port: port, Added: r.now(), Rebuilt: true}
+		rec.ContainerID, rec.IfName, _ = r.st.ContainerOf(ip, hostIf)
+		if err := r.st.Save(rec); err != nil {
+			r.logOnce("save "+key, fmt.Sprintf("node: the rebuilt record of %s (%s on %s) is not saved, only used: %v", key, ip, hostIf, err))
+		} else {
+			r.cfg.Logf("node: rebuilt the lost record of pod %s (%s on %s) from the API", key, ip, hostIf)
+		}
+		have[ip] = true
+		out = append(out, rec)
+	}
+	return out
+}
+
+// logOnce logs msg unless the last message logged under key was msg.
+func (r *reconciler) logOnce(key, msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.logged == nil {
+		r.logged = map[string]string{}
+	}
+	if r.logged[key] == msg {
+		return
+	}
+	r.logged[key] = msg
+	r.cfg.Logf("%s", msg)
 }
 
 // writeSnapshot saves what the plugin falls back to, when it changed.

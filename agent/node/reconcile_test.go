@@ -38,6 +38,9 @@ type fakeKernel struct {
 	// ifaces are the node's interfaces; nil: unknown (every recorded
 	// pod's interface counts as present).
 	ifaces map[string]bool
+	// podIfs are the host interfaces the node routes pod addresses
+	// through (PodInterface); an address absent is routed to none.
+	podIfs map[netip.Addr]string
 }
 
 func newFakeKernel() *fakeKernel { return &fakeKernel{addrs: map[netip.Addr]bool{}} }
@@ -88,6 +91,15 @@ func (k *fakeKernel) delPod(key nft.PodKey) {
 }
 
 type fakeLinks struct{ k *fakeKernel }
+
+func (f fakeLinks) PodInterface(ip netip.Addr) (string, string, error) {
+	f.k.mu.Lock()
+	defer f.k.mu.Unlock()
+	if hostIf, ok := f.k.podIfs[ip]; ok {
+		return hostIf, "", nil
+	}
+	return "", "", fmt.Errorf("%s: %w", ip, datapath.ErrNotLocalPod)
+}
 
 func (f fakeLinks) Uplink(name string, _ netip.Addr) (string, int, error) {
 	if name == "" {
@@ -580,5 +592,93 @@ func TestARecordThatCannotBeKeyedDoesNotStopTheNode(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, n.k.state(), cmpAddrs); diff != "" {
 		t.Errorf("the other pods are not programmed as without the bad record (-want +got):\n%s", diff)
+	}
+}
+
+// TestALostRecordIsRebuiltFromTheAPI wipes the node's pod records (a state
+// disk lost or restored from an old copy) under running pods: the
+// reconcile rebuilds each from the API's address and the route to it, so
+// no running pod loses its element, and the pod's DEL still finds its
+// record. A running pod whose interface cannot be found gets no record
+// and no element, and does not stop the node; a rebuilt record goes once
+// its pod and its interface are gone.
+func TestALostRecordIsRebuiltFromTheAPI(t *testing.T) {
+	n := newTestNode(t)
+	w := fullWorld()
+	n.sync(w)
+	want := n.k.state()
+	running := func() view {
+		v := w.view()
+		v.running = map[string]netip.Addr{}
+		for key, p := range w.pods {
+			if p.known {
+				v.running[key] = netip.MustParseAddr(p.ip)
+			}
+		}
+		return v
+	}
+	n.k.mu.Lock()
+	n.k.podIfs = map[netip.Addr]string{}
+	n.k.ifaces = map[string]bool{}
+	for key, p := range w.pods {
+		_, name, _ := cut(key)
+		n.k.podIfs[netip.MustParseAddr(p.ip)] = "veth-" + name
+		n.k.ifaces["veth-"+name] = true
+	}
+	n.k.mu.Unlock()
+	if err := os.RemoveAll(n.r.st.PodsDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.r.reconcile(running()); err != nil {
+		t.Fatalf("reconcile without records: %v", err)
+	}
+	if diff := cmp.Diff(want, n.k.state(), cmpAddrs); diff != "" {
+		t.Errorf("running pods lost their elements with their records (-want +got):\n%s", diff)
+	}
+	recs, err := n.r.st.Records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != len(w.pods) {
+		t.Fatalf("rebuilt %d records, want %d: %+v", len(recs), len(w.pods), recs)
+	}
+	for _, rec := range recs {
+		if !rec.Rebuilt || rec.ContainerID != "c-"+rec.Name || rec.HostIf != "veth-"+rec.Name {
+			t.Errorf("rebuilt record %+v: want Rebuilt, the container c-%s of its index, host interface veth-%[2]s", rec, rec.Name)
+		}
+		if _, owned, err := n.r.st.ForContainer(rec.ContainerID, rec.IfName); err != nil || !owned {
+			t.Errorf("the DEL of %s/%s would not find its rebuilt record: owned %v, %v", rec.Namespace, rec.Name, owned, err)
+		}
+	}
+
+	// A purple pod whose interface the node cannot find: nothing for it,
+	// everything else as before.
+	w.pods["ns-a/lost"] = worldPod{ip: "198.18.1.30", known: true}
+	if err := n.r.reconcile(running()); err != nil {
+		t.Fatalf("reconcile with a pod whose interface is unknown: %v", err)
+	}
+	if diff := cmp.Diff(want, n.k.state(), cmpAddrs); diff != "" {
+		t.Errorf("a pod without interface changed the node (-want +got):\n%s", diff)
+	}
+	delete(w.pods, "ns-a/lost")
+
+	// ns-a/p1 goes: gone from the API, its veth gone with its namespace.
+	delete(w.pods, "ns-a/p1")
+	n.k.mu.Lock()
+	delete(n.k.ifaces, "veth-p1")
+	delete(n.k.podIfs, netip.MustParseAddr("198.18.1.2"))
+	n.k.mu.Unlock()
+	if err := n.r.reconcile(running()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := n.k.state().Pods[nft.PodKey{IP: netip.MustParseAddr("198.18.1.2"), HostIf: "veth-p1"}]; ok {
+		t.Errorf("a gone pod keeps its element")
+	}
+	recs, err = n.r.st.Records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(recs, func(r nodestate.PodRecord) bool { return r.Name == "p1" }) {
+		t.Errorf("the rebuilt record of a gone pod stays")
 	}
 }

@@ -23,10 +23,16 @@ type view struct {
 	nss      map[string]map[string]string
 	// pods maps "namespace/name" of the node's pods to their labels.
 	pods map[string]map[string]string
+	// running maps "namespace/name" of the node's running pods (phase
+	// Running, not being deleted, in their own network namespace) to their
+	// IPv4 address: a running pod whose record was lost has its record
+	// rebuilt (reconciler.rebuild).
+	running map[string]netip.Addr
 }
 
 func (r *Role) view() (view, error) {
-	v := view{nodes: map[string]*corev1.Node{}, nss: map[string]map[string]string{}, pods: map[string]map[string]string{}}
+	v := view{nodes: map[string]*corev1.Node{}, nss: map[string]map[string]string{}, pods: map[string]map[string]string{},
+		running: map[string]netip.Addr{}}
 	var err error
 	if v.policies, err = r.listPolicies(); err != nil {
 		return v, err
@@ -50,8 +56,26 @@ func (r *Role) view() (view, error) {
 	for _, o := range r.pods.GetStore().List() {
 		p := o.(*corev1.Pod)
 		v.pods[p.Namespace+"/"+p.Name] = p.Labels
+		if ip, ok := runningIPv4(p); ok {
+			v.running[p.Namespace+"/"+p.Name] = ip
+		}
 	}
 	return v, nil
+}
+
+// runningIPv4 is a pod's IPv4 address when the pod runs in a network
+// namespace of its own (not the node's) and is not being deleted: its ADD
+// is long done, and its sandbox still stands.
+func runningIPv4(p *corev1.Pod) (netip.Addr, bool) {
+	if p.Spec.HostNetwork || p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning {
+		return netip.Addr{}, false
+	}
+	for _, a := range p.Status.PodIPs {
+		if ip, err := netip.ParseAddr(a.IP); err == nil && ip.Is4() {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // listPolicies is the policy informer's content, typed: the node's own

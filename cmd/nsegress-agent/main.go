@@ -2,6 +2,8 @@
 // process: it installs the plugin, keeps it chained in the primary's
 // conflist and its kubeconfig fresh, and uninstalls when the DaemonSet is
 // deleted. `install` and `uninstall` do the same steps once, by hand.
+// `controller` is the controller Deployment's process: the one writer of
+// status and floating-IP placement, under its own ServiceAccount.
 package main
 
 import (
@@ -22,9 +24,11 @@ import (
 	"github.com/nsegress/nsegress/nodestate"
 )
 
-const usage = `usage: nsegress-agent run|install|uninstall [flags]
+const usage = `usage: nsegress-agent run|controller|install|uninstall [flags]
 
   run         keep nsegress installed on this node (the DaemonSet's command)
+  controller  assign tunnel IDs and floating IPs, write status (the
+              controller Deployment's command; one replica leads)
   install     copy the plugin into the CNI bin dir and chain it after the
               primary plugin in the primary's conflist (idempotent)
   uninstall   remove it from the conflist (restoring the primary's file
@@ -40,6 +44,7 @@ type options struct {
 
 	// run only
 	apiKubeconfig, nodeName, namespace, daemonSet, pluginServiceAccount string
+	podName, podUID                                                     string
 	caFile, healthAddr, startupTaint                                    string
 	resync                                                              time.Duration
 	uplink                                                              string
@@ -82,7 +87,7 @@ func parse(args []string) (string, options, error) {
 		return "", o, errors.New(usage)
 	}
 	verb := args[0]
-	if verb != "run" && verb != "install" && verb != "uninstall" {
+	if verb != "run" && verb != "controller" && verb != "install" && verb != "uninstall" {
 		return "", o, fmt.Errorf("unknown command %q; %s", verb, usage)
 	}
 	fs := flag.NewFlagSet("nsegress-agent "+verb, flag.ContinueOnError)
@@ -95,10 +100,16 @@ func parse(args []string) (string, options, error) {
 	fs.StringVar(&o.apiKubeconfig, "kubeconfig", "", "the agent's own kubeconfig (default: in-cluster)")
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name")
 	fs.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the namespace nsegress is installed in")
+	fs.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "the agent's own pod: the plugin's token is bound to it; the controller's Lease identity")
+	fs.StringVar(&o.podUID, "pod-uid", os.Getenv("POD_UID"), "the UID of the agent's own pod")
 	fs.StringVar(&o.daemonSet, "daemonset", "nsegress-agent", "the agent's DaemonSet; its deletion means uninstall")
 	fs.StringVar(&o.pluginServiceAccount, "plugin-service-account", "nsegress-plugin", "the ServiceAccount whose token the plugin uses")
 	fs.StringVar(&o.caFile, "ca-file", serviceAccountCA, "the cluster CA written into the plugin's kubeconfig")
-	fs.StringVar(&o.healthAddr, "health-addr", envOr("NSEGRESS_HEALTH_ADDR", "127.0.0.1:9809"), "where /healthz and /readyz are served")
+	defHealth := "127.0.0.1:9809"
+	if verb == "controller" {
+		defHealth = "127.0.0.1:9810"
+	}
+	fs.StringVar(&o.healthAddr, "health-addr", envOr("NSEGRESS_HEALTH_ADDR", defHealth), "where /healthz (and the agent's /readyz) are served")
 	fs.StringVar(&o.startupTaint, "startup-taint", os.Getenv("NSEGRESS_STARTUP_TAINT"), "a node taint key to remove once nsegress is chained (empty: none)")
 	fs.DurationVar(&o.resync, "resync", 30*time.Second, "how often to re-check the installation without a file event")
 	fs.StringVar(&o.uplink, "uplink", os.Getenv("NSEGRESS_UPLINK"), "the underlay interface (default: the one holding the node's InternalIP)")
@@ -117,7 +128,7 @@ func parse(args []string) (string, options, error) {
 	}
 	fs.Func("ha-port", fmt.Sprintf("the UDP port of the gateways' heartbeats and pushes to every node, and the TCP port of connection-state replication between gateways (default %d)", haPort),
 		func(v string) error { haPort, err = strconv.ParseUint(v, 10, 16); return err })
-	fs.StringVar(&o.haKeySecret, "ha-key-secret", "nsegress-ha", "the Secret in the install namespace that holds the key authenticating HA messages (created when missing)")
+	fs.StringVar(&o.haKeySecret, "ha-key-secret", "nsegress-ha", "the Secret in the install namespace that holds the key authenticating HA messages (the controller creates it)")
 	marks, err := uintFromEnv("NSEGRESS_MARK_BITS", uint64(nft.DefaultMarkBits), 32)
 	if err != nil {
 		return "", o, err
@@ -182,6 +193,8 @@ func main() {
 	switch verb {
 	case "run":
 		err = runAgent(o)
+	case "controller":
+		err = runController(o)
 	case "install":
 		err = installOnce(o)
 	case "uninstall":

@@ -113,3 +113,18 @@ func TestCoexistenceSettingsFromFlagsOrEnvironment(t *testing.T) {
 		t.Errorf("a bad environment value: %v", err)
 	}
 }
+
+func TestTheControllerVerbHasItsOwnHealthPort(t *testing.T) {
+	t.Setenv("NSEGRESS_HEALTH_ADDR", "")
+	t.Setenv("POD_NAME", "nsegress-controller-5d8f-abcde")
+	verb, o, err := parse([]string{"controller"})
+	if err != nil || verb != "controller" {
+		t.Fatalf("parse controller: %q, %v", verb, err)
+	}
+	if o.healthAddr != "127.0.0.1:9810" || o.podName != "nsegress-controller-5d8f-abcde" {
+		t.Errorf("controller: health %s, identity %q; want 127.0.0.1:9810 (the agent, on the same host network, has 9809) and the pod's name", o.healthAddr, o.podName)
+	}
+	if _, o, _ := parse([]string{"run"}); o.healthAddr != "127.0.0.1:9809" {
+		t.Errorf("run: health %s; want 127.0.0.1:9809", o.healthAddr)
+	}
+}

@@ -16,12 +16,12 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/nsegress/nsegress/agent/controller"
 	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/agent/ha"
 	"github.com/nsegress/nsegress/agent/install"
@@ -64,6 +64,7 @@ func runAgent(o options) error {
 	k.Creds = &install.Credentials{
 		Client: client, Namespace: o.namespace, ServiceAccount: o.pluginServiceAccount,
 		Server: cfg.Host, CAFile: o.caFile, Path: o.kubeconfig, Lifetime: time.Hour,
+		BoundPod: o.podName, BoundPodUID: types.UID(o.podUID),
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -72,18 +73,17 @@ func runAgent(o options) error {
 	// namespace, remembered from while the agent could still look.
 	removals := install.WatchRemoval(ctx, client, o.namespace, o.daemonSet)
 	// Gateway HA: heartbeats, takeovers and pushes need a key every agent
-	// shares. Without one (no API server and no cached copy at start) the
-	// agent runs with the API's placement alone and says so.
+	// shares, which the controller creates. Until the agent has it (from
+	// the API, or its cached copy), it runs with the API's placement alone
+	// and says so.
 	claims := ha.NewClaimWriter(client, o.nodeName, logger.Printf)
-	haCfg := ha.Config{NodeName: o.nodeName, Uplink: o.uplink, Port: o.haPort, Logf: logger.Printf, Claimed: claims.Set,
-		Replicate: true, MarkMask: o.settings.Marks.Mask()}
-	keyCtx, cancelKey := context.WithTimeout(ctx, 30*time.Second)
-	haCfg.Key, err = ha.LoadKey(keyCtx, client, o.namespace, o.haKeySecret, nodestate.State{Dir: o.stateDir}.HAKeyPath())
-	cancelKey()
-	if err != nil {
-		logger.Printf("gateway HA is off until the agent restarts: %v", err)
-	}
-	haRuntime := ha.New(haCfg)
+	haRuntime := ha.New(ha.Config{NodeName: o.nodeName, Uplink: o.uplink, Port: o.haPort, Logf: logger.Printf, Claimed: claims.Set,
+		Replicate: true, MarkMask: o.settings.Marks.Mask(),
+		LoadKey: func(ctx context.Context) ([]byte, error) {
+			c, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return ha.LoadKey(c, client, o.namespace, o.haKeySecret, nodestate.State{Dir: o.stateDir}.HAKeyPath())
+		}})
 	role := node.New(node.Config{
 		Client: client, Dynamic: dyn, NodeName: o.nodeName, StateDir: o.stateDir,
 		Port: o.vxlanPort, Settings: o.settings, IgnorePodRanges: o.ignorePodRanges, Uplink: o.uplink, Resync: o.resync, Logf: logger.Printf,
@@ -114,11 +114,6 @@ func runAgent(o options) error {
 	runRole("agent socket", role.Serve)
 	runRole("gateway HA", haRuntime.Run)
 	runRole("claims", claims.Run)
-	runRole("controller", func(ctx context.Context) error {
-		return controller.Run(ctx, controller.Config{
-			Client: client, Dynamic: dyn, Namespace: o.namespace, Identity: o.nodeName, Logf: logger.Printf,
-		})
-	})
 	srv := healthServer(o.healthAddr, k, role, &died)
 	ln, err := net.Listen("tcp", o.healthAddr)
 	if err != nil {

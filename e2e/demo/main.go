@@ -104,6 +104,9 @@ func run(keep bool) (err error) {
 	if out, err := k("-n", "nsegress-system", "rollout", "status", "daemonset/nsegress-agent", "--timeout=120s"); err != nil {
 		return fmt.Errorf("nsegress agents not ready: %w\n%s", err, out)
 	}
+	if out, err := k("-n", "nsegress-system", "rollout", "status", "deployment/nsegress-controller", "--timeout=120s"); err != nil {
+		return fmt.Errorf("the nsegress controller is not ready: %w\n%s", err, out)
+	}
 
 	// One pod per namespace: on two workers and on a gateway node.
 	placement := []string{nodes[0].Name, nodes[1%cfg.Workers].Name, nodes[cfg.Workers].Name}
