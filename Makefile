@@ -15,7 +15,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ERRORLINT := codeberg.org/polyfloyd/go-errorlint@v1.9.1
 TEST_FLAGS ?=
 
-.PHONY: all build deps tools generate verify lint test test-unit cover fuzz bench demo clean
+.PHONY: all build deps tools generate verify lint test test-unit cover fuzz soak bench demo clean
 
 all: build
 
@@ -96,6 +96,13 @@ fuzz:
 	$(GO) test ./agent/ha -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./agent/ctsync -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./agent/ctsync -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME)
+
+## soak: the model-based test of a node's state (e2e/model_test.go) for
+## SOAK_STEPS random steps instead of make test's 1000; SOAK_SEED replays
+## a run whose seed a failure printed
+SOAK_STEPS ?= 20000
+soak: deps tools build
+	NSEGRESS_MODEL_STEPS=$(SOAK_STEPS) NSEGRESS_MODEL_SEED=$(SOAK_SEED) $(GO) test -count=1 -timeout 600m -v -run '^TestTheNodeHoldsWhatTheModelSays$$' ./e2e/
 
 ## bench: the benchmarks of BENCHMARKS.md (as root, on the lab; not tests)
 bench: deps tools build

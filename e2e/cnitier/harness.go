@@ -30,6 +30,11 @@ type Harness struct {
 	cni    *libcni.CNIConfig
 	list   *libcni.NetworkConfigList
 	client kubernetes.Interface
+	// NodeName, when set, binds the harness's Pod objects to a node that
+	// no kubelet runs (one the test created), so that an agent watching
+	// that node's pods sees them; they tolerate the taints of a node
+	// without a kubelet, so they are never evicted.
+	NodeName string
 }
 
 // New prepares a harness for node. conflist nil means the node's own
@@ -70,10 +75,7 @@ type Pod struct {
 func (h *Harness) NewPod(ctx context.Context, namespace, name string, labels map[string]string) (*Pod, error) {
 	obj, err := h.client.CoreV1().Pods(namespace).Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: labels},
-		Spec: corev1.PodSpec{
-			SchedulerName: unscheduled,
-			Containers:    []corev1.Container{{Name: "c", Image: lab.LabboxImage}},
-		},
+		Spec:       h.podSpec(),
 	}, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("create pod object %s/%s: %w", namespace, name, err)
@@ -85,6 +87,18 @@ func (h *Harness) NewPod(ctx context.Context, namespace, name string, labels map
 	}
 	return &Pod{Namespace: namespace, Name: name, UID: string(obj.UID),
 		ContainerID: "cnitier-" + string(obj.UID), NetNS: netns}, nil
+}
+
+func (h *Harness) podSpec() corev1.PodSpec {
+	spec := corev1.PodSpec{
+		SchedulerName: unscheduled,
+		Containers:    []corev1.Container{{Name: "c", Image: lab.LabboxImage}},
+	}
+	if h.NodeName != "" {
+		spec.NodeName = h.NodeName
+		spec.Tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+	}
+	return spec
 }
 
 // runtimeConf is what a container runtime passes for the pod, including
