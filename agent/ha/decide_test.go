@@ -139,3 +139,20 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestOnlyAGatewayOfTheGroupIsBelieved: every node has the HA key, so a
+// claim is believed only from a gateway of the IP's group; a worker's
+// claim at any epoch changes nobody's view.
+func TestOnlyAGatewayOfTheGroupIsBelieved(t *testing.T) {
+	r := New(Config{NodeName: "worker-2"})
+	r.Update(twoGateways("gw-1", "gw-2", 3))
+	now := time.Now()
+	r.hear(message{Node: "worker-1", Holds: map[netip.Addr]int64{ip1: 99}}, now)
+	if h := r.Holders()[ip1]; h != (Holder{"gw-1", 3}) {
+		t.Errorf("after a worker's claim the holder is %+v; want gw-1 at epoch 3", h)
+	}
+	r.hear(message{Node: "gw-2", Holds: map[netip.Addr]int64{ip1: 4}}, now)
+	if h := r.Holders()[ip1]; h != (Holder{"gw-2", 4}) {
+		t.Errorf("after the standby's claim the holder is %+v; want gw-2 at epoch 4", h)
+	}
+}

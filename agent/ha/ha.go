@@ -477,6 +477,12 @@ func (r *Runtime) hear(m message, now time.Time) {
 		}
 	}
 	for ip, e := range m.Holds {
+		if !r.mayHoldLocked(m.Node, ip) {
+			// Only a gateway of the IP's group may hold it: root on any
+			// other node has the key too, and must not be able to draw
+			// other nodes' tunnels to itself.
+			continue
+		}
 		if c, ok := r.heard[ip]; !ok || c.node == m.Node || e > c.epoch {
 			r.heard[ip] = claim{node: m.Node, epoch: e, standby: m.Standbys[ip]}
 		}
@@ -484,6 +490,20 @@ func (r *Runtime) hear(m message, now time.Time) {
 	if r.recomputeLocked(now) {
 		r.cfg.Kick()
 	}
+}
+
+// mayHoldLocked says whether node is a gateway (Up or not) of the group
+// of the floating IP, as the API says.
+func (r *Runtime) mayHoldLocked(node string, ip netip.Addr) bool {
+	g, ok := r.world.groupOf(ip)
+	if !ok {
+		return false
+	}
+	peers := g.Peers
+	if len(peers) == 0 {
+		peers = g.Members
+	}
+	return slices.Contains(peers, node)
 }
 
 // seenARP handles an ARP frame from another machine: one that announces
