@@ -561,8 +561,8 @@ func (r *modelRig) want() (map[string]int64, bool) {
 	return out, true
 }
 
-// have is the node's pods map, "ip hostIf" -> tunnel ID, for the model's
-// addresses.
+// have is the node's pods map, "ip hostIf" -> tunnel ID (the policy's
+// chain is pol_<tunnel ID>), for the model's addresses.
 func (r *modelRig) have() (map[string]int64, error) {
 	elems, err := podElements(context.Background(), r.c, r.node.Name)
 	if err != nil {
@@ -577,10 +577,18 @@ func (r *modelRig) have() (map[string]int64, error) {
 		var key struct {
 			Concat []string `json:"concat"`
 		}
-		var id int64
+		var verdict struct {
+			Jump struct {
+				Target string `json:"target"`
+			} `json:"jump"`
+		}
 		if json.Unmarshal([]byte(e), &kv) != nil || len(kv) != 2 || json.Unmarshal(kv[0], &key) != nil ||
-			len(key.Concat) != 2 || json.Unmarshal(kv[1], &id) != nil {
-			return nil, fmt.Errorf("pods map element %s: not (address . interface) : ID", e)
+			len(key.Concat) != 2 || json.Unmarshal(kv[1], &verdict) != nil {
+			return nil, fmt.Errorf("pods map element %s: not (address . interface) : jump pol_<ID>", e)
+		}
+		id, err := strconv.ParseInt(strings.TrimPrefix(verdict.Jump.Target, "pol_"), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("pods map element %s: not (address . interface) : jump pol_<ID>", e)
 		}
 		if strings.HasPrefix(key.Concat[0], "198.19.200.") {
 			out[key.Concat[0]+" "+key.Concat[1]] = id
