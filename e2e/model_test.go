@@ -58,6 +58,8 @@ var (
 // model says: an element for each running pod a policy selects, with that
 // policy's tunnel ID, and nothing else. Pods no policy selects never fail
 // ADD; selected pods either get their element or fail closed with code 11.
+// A pod reports itself running after ADD, as a kubelet does: a pod whose
+// record could not be written (the disk was full) has it rebuilt.
 //
 // NSEGRESS_MODEL_STEPS sets the number of steps (1000 by default; make
 // soak runs more); NSEGRESS_MODEL_SEED replays a run.
@@ -142,15 +144,26 @@ func newModelRig(t *testing.T, c Cluster) *modelRig {
 	r := &modelRig{t: t, c: c, l: l, node: node, cs: cs, dyn: dyn,
 		team: map[string]string{}, policies: map[string]string{}, running: map[string]*modelPod{}}
 
+	// The CRDs (nsegress itself is not installed: this node's agent is
+	// the test's own).
+	if out, err := kubectl(ctx, c, "", "apply", "-k", "../install/crds"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = kubectl(context.Background(), c, "", "delete", "-k", "../install/crds", "--wait=true") })
+	if out, err := kubectl(ctx, c, "", "wait", "--for=condition=Established", "crd/egressnatpolicies.nsegress.io", "crd/networkgatewaygroups.nsegress.io"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+
 	// Binaries: the plugin in the node's CNI bin folder, the agent beside
-	// it in a folder of the test's own.
+	// it in a folder of the test's own, where the agent also installs the
+	// plugin (its own conflist folder stays empty: the test chains it).
 	installPlugin(t, node)
 	r.binary = "/opt/nsegress-model/nsegress-agent"
 	host, err := node.HostPath(r.binary)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(host[:strings.LastIndex(host, "/")], 0o755); err != nil {
+	if err := os.MkdirAll(host[:strings.LastIndex(host, "/")]+"/bin", 0o755); err != nil {
 		t.Fatal(err)
 	}
 	build := exec.Command("go", "build", "-o", host, "github.com/nsegress/nsegress/cmd/nsegress-agent")
@@ -322,6 +335,17 @@ func (r *modelRig) add(rng *rand.Rand) string {
 		}
 	}
 	r.running[name] = mp
+	// As the kubelet reports a started pod: running, with its address.
+	obj, err := r.cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	obj.Status.Phase = corev1.PodRunning
+	obj.Status.PodIP = mp.ip.String()
+	obj.Status.PodIPs = []corev1.PodIP{{IP: mp.ip.String()}}
+	if _, err := r.cs.CoreV1().Pods(ns).UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
+		r.t.Fatal(err)
+	}
 	if selected != "" {
 		r.addedSelected++
 	}

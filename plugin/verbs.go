@@ -242,17 +242,23 @@ func (p *Plugin) recordUnselected(st nodestate.State, rec nodestate.PodRecord, l
 // pods map, under the node's state lock. Any failure fails the pod, with
 // the cause: it must not start unprogrammed.
 func (p *Plugin) program(st nodestate.State, rec nodestate.PodRecord) error {
+	// Every failure fails the pod closed with code 11 ("try again later"),
+	// naming the cause: the runtime retries, and the pod never starts
+	// unprogrammed.
+	closed := func(msg string, cause error) error {
+		return types.NewError(types.ErrTryAgainLater, "nsegress: "+msg+": "+cause.Error()+"; the pod is selected by policy "+rec.Policy+" and must not start unprogrammed", "")
+	}
 	unlock, err := st.Lock()
 	if err != nil {
-		return types.NewError(types.ErrTryAgainLater, "nsegress: "+err.Error(), "")
+		return closed("lock the node's state", err)
 	}
 	defer unlock()
 	if err := st.Save(rec); err != nil {
-		return types.NewError(types.ErrIOFailure, "nsegress: "+err.Error(), "")
+		return closed("record the pod", err)
 	}
 	t, err := p.OpenTable()
 	if err != nil {
-		return types.NewError(types.ErrInternal, "nsegress: open nftables: "+err.Error(), "")
+		return closed("open nftables", err)
 	}
 	defer t.Close()
 	if rec.Port != "" {
@@ -264,7 +270,7 @@ func (p *Plugin) program(st nodestate.State, rec nodestate.PodRecord) error {
 				"nsegress: the bridge guard of this node is not programmed yet; the agent programs it", err.Error())
 		}
 		if err != nil {
-			return types.NewError(types.ErrInternal, "nsegress: guard the pod's bridge port: "+err.Error(), "")
+			return closed("guard the pod's bridge port", err)
 		}
 	}
 	err = t.AddPod(nft.PodKey{IP: rec.IP, HostIf: rec.HostIf}, rec.TunnelID)
@@ -273,7 +279,7 @@ func (p *Plugin) program(st nodestate.State, rec nodestate.PodRecord) error {
 			fmt.Sprintf("nsegress: policy %s (tunnel ID %d) is not programmed on this node yet; the agent programs it", rec.Policy, rec.TunnelID), err.Error())
 	}
 	if err != nil {
-		return types.NewError(types.ErrInternal, "nsegress: program pod: "+err.Error(), "")
+		return closed("program the pod", err)
 	}
 	return nil
 }

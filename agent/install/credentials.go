@@ -9,7 +9,6 @@ import (
 
 	authv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nsegress/nsegress/nodestate"
@@ -36,12 +35,12 @@ type Credentials struct {
 	// Lifetime is the token lifetime asked for (the API server may cap
 	// it).
 	Lifetime time.Duration
-	// BoundPod and BoundPodUID, when set, bind the token to the agent's
-	// pod (in Namespace): the API server rejects it once that pod is gone,
-	// so a token copied off a node dies with the agent that minted it, and
-	// it names the node the pod runs on.
-	BoundPod    string
-	BoundPodUID types.UID
+	// BoundNode, when set, binds the token to that Node: the API server
+	// rejects it once the Node object is gone, and it carries the node's
+	// name (the user's extra authentication.kubernetes.io/node-name).
+	// (A token cannot be bound to the agent's pod: the API server binds a
+	// ServiceAccount's token only to pods running as that ServiceAccount.)
+	BoundNode string
 }
 
 // Write requests a fresh token and writes the kubeconfig atomically. It
@@ -53,8 +52,12 @@ func (c *Credentials) Write(ctx context.Context) (time.Time, error) {
 	}
 	secs := int64(c.Lifetime / time.Second)
 	spec := authv1.TokenRequestSpec{ExpirationSeconds: &secs}
-	if c.BoundPod != "" {
-		spec.BoundObjectRef = &authv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: c.BoundPod, UID: c.BoundPodUID}
+	if c.BoundNode != "" {
+		n, err := c.Client.CoreV1().Nodes().Get(ctx, c.BoundNode, metav1.GetOptions{})
+		if err != nil {
+			return time.Time{}, fmt.Errorf("plugin kubeconfig: the node to bind the token to: %w", err)
+		}
+		spec.BoundObjectRef = &authv1.BoundObjectReference{Kind: "Node", APIVersion: "v1", Name: n.Name, UID: n.UID}
 	}
 	tr, err := c.Client.CoreV1().ServiceAccounts(c.Namespace).CreateToken(ctx, c.ServiceAccount,
 		&authv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
@@ -22,7 +23,7 @@ func TestCredentialsWriteAPrivateKubeconfigWithThePluginsToken(t *testing.T) {
 	if err := os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	client := fake.NewSimpleClientset()
+	client := fake.NewSimpleClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-1", UID: "6f1c"}})
 	var asked string
 	var bound *authv1.BoundObjectReference
 	tokens := 0
@@ -41,7 +42,7 @@ func TestCredentialsWriteAPrivateKubeconfigWithThePluginsToken(t *testing.T) {
 	})
 	c := &Credentials{Client: client, Namespace: "nsegress-system", ServiceAccount: "nsegress-plugin",
 		Server: "https://198.51.100.2:6443", CAFile: ca, Path: filepath.Join(dir, "kubeconfig"), Lifetime: time.Hour,
-		BoundPod: "nsegress-agent-x7k2p", BoundPodUID: "6f1c"}
+		BoundNode: "worker-1"}
 	renew, err := c.Write(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -49,8 +50,8 @@ func TestCredentialsWriteAPrivateKubeconfigWithThePluginsToken(t *testing.T) {
 	if asked != "nsegress-system/nsegress-plugin" {
 		t.Errorf("token requested for %q, want the plugin's ServiceAccount", asked)
 	}
-	if bound == nil || bound.Kind != "Pod" || bound.Name != "nsegress-agent-x7k2p" || bound.UID != "6f1c" {
-		t.Errorf("the token is bound to %+v; want the agent's pod", bound)
+	if bound == nil || bound.Kind != "Node" || bound.Name != "worker-1" || bound.UID != "6f1c" {
+		t.Errorf("the token is bound to %+v; want the agent's Node", bound)
 	}
 	if d := time.Until(renew); d < 40*time.Minute || d > 50*time.Minute {
 		t.Errorf("renew in %s, want at 80%% of an hour", d)

@@ -271,12 +271,21 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 // the pod's DEL removes it; it is saved when the disk allows, and used
 // for this reconcile either way. A pod whose interface cannot be found is
 // logged once and left without. A rebuilt record whose pod is gone from
-// the API and whose interface is gone too is removed.
+// the API, and whose interface is gone too or whose address another
+// running pod has now, is removed.
 func (r *reconciler) rebuild(v view, recs []nodestate.PodRecord, ifaces map[string]bool) []nodestate.PodRecord {
 	have := map[netip.Addr]bool{}
+	runningAt := map[netip.Addr]string{}
+	for key, ip := range v.running {
+		runningAt[ip] = key
+	}
 	out := recs[:0:0]
 	for _, rec := range recs {
-		if _, known := v.pods[rec.Namespace+"/"+rec.Name]; rec.Rebuilt && !known && ifaces != nil && !podInterfaceExists(rec, ifaces) {
+		key := rec.Namespace + "/" + rec.Name
+		_, known := v.pods[key]
+		// A rebuilt record goes with its pod and its interface, and
+		// when another running pod has its address now.
+		if other, taken := runningAt[rec.IP]; rec.Rebuilt && !known && (taken && other != key || ifaces != nil && !podInterfaceExists(rec, ifaces)) {
 			if err := r.st.Remove(rec); err != nil {
 				r.cfg.Logf("node: remove the rebuilt record of %s/%s: %v", rec.Namespace, rec.Name, err)
 			}

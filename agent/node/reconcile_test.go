@@ -681,4 +681,25 @@ func TestALostRecordIsRebuiltFromTheAPI(t *testing.T) {
 	if slices.ContainsFunc(recs, func(r nodestate.PodRecord) bool { return r.Name == "p1" }) {
 		t.Errorf("the rebuilt record of a gone pod stays")
 	}
+
+	// ns-b/p2 goes from the API, and before its interface goes a new pod
+	// runs with its address: the new pod's record replaces the rebuilt
+	// one.
+	p2 := w.pods["ns-b/p2"]
+	delete(w.pods, "ns-b/p2")
+	w.pods["ns-b/p9"] = worldPod{ip: p2.ip, known: true}
+	n.k.mu.Lock()
+	n.k.podIfs[netip.MustParseAddr(p2.ip)] = "veth-p2"
+	n.k.mu.Unlock()
+	if err := n.r.reconcile(running()); err != nil {
+		t.Fatal(err)
+	}
+	recs, err = n.r.st.Records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(recs, func(r nodestate.PodRecord) bool { return r.Name == "p2" }) ||
+		!slices.ContainsFunc(recs, func(r nodestate.PodRecord) bool { return r.Name == "p9" }) {
+		t.Errorf("a gone pod's rebuilt record keeps its address from the pod running with it now: %+v", recs)
+	}
 }

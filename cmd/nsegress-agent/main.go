@@ -44,7 +44,7 @@ type options struct {
 
 	// run only
 	apiKubeconfig, nodeName, namespace, daemonSet, pluginServiceAccount string
-	podName, podUID                                                     string
+	podName                                                             string
 	caFile, healthAddr, startupTaint                                    string
 	resync                                                              time.Duration
 	uplink                                                              string
@@ -100,8 +100,7 @@ func parse(args []string) (string, options, error) {
 	fs.StringVar(&o.apiKubeconfig, "kubeconfig", "", "the agent's own kubeconfig (default: in-cluster)")
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name")
 	fs.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the namespace nsegress is installed in")
-	fs.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "the agent's own pod: the plugin's token is bound to it; the controller's Lease identity")
-	fs.StringVar(&o.podUID, "pod-uid", os.Getenv("POD_UID"), "the UID of the agent's own pod")
+	fs.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "the controller's identity in its Lease: its pod's name")
 	fs.StringVar(&o.daemonSet, "daemonset", "nsegress-agent", "the agent's DaemonSet; its deletion means uninstall")
 	fs.StringVar(&o.pluginServiceAccount, "plugin-service-account", "nsegress-plugin", "the ServiceAccount whose token the plugin uses")
 	fs.StringVar(&o.caFile, "ca-file", serviceAccountCA, "the cluster CA written into the plugin's kubeconfig")

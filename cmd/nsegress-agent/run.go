@@ -16,7 +16,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -64,7 +63,7 @@ func runAgent(o options) error {
 	k.Creds = &install.Credentials{
 		Client: client, Namespace: o.namespace, ServiceAccount: o.pluginServiceAccount,
 		Server: cfg.Host, CAFile: o.caFile, Path: o.kubeconfig, Lifetime: time.Hour,
-		BoundPod: o.podName, BoundPodUID: types.UID(o.podUID),
+		BoundNode: o.nodeName,
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
