@@ -17,11 +17,12 @@ var ErrNotLocalPod = errors.New("not routed to a local pod's interface")
 
 // PodInterface finds the host interface of a running pod from its
 // address, as ADD found it: the device the node routes the address
-// through, which must be a veth (ptp-style primaries) or a bridge. On a
+// through without a next hop, which must be a veth (ptp-style primaries)
+// or a bridge, and not the uplink. On a
 // bridge, port is the pod's port, found from the bridge's neighbour entry
 // for the address and its forwarding database; without both the pod's
 // address could not be guarded, and the answer is ErrNotLocalPod.
-func PodInterface(ip netip.Addr) (hostIf, port string, err error) {
+func PodInterface(ip netip.Addr, uplink string) (hostIf, port string, err error) {
 	routes, err := netlink.RouteGet(net.IP(ip.AsSlice()))
 	if err != nil || len(routes) == 0 {
 		return "", "", fmt.Errorf("route to %s: %w", ip, errors.Join(err, ErrNotLocalPod))
@@ -31,6 +32,14 @@ func PodInterface(ip netip.Addr) (hostIf, port string, err error) {
 		return "", "", fmt.Errorf("the interface towards %s: %w", ip, err)
 	}
 	name := link.Attrs().Name
+	if routes[0].Gw != nil {
+		// Through a router (the default route, say, on an uplink that is
+		// itself a veth): not a pod of this node.
+		return "", "", fmt.Errorf("%s is routed through %s via %s: %w", ip, name, routes[0].Gw, ErrNotLocalPod)
+	}
+	if name == uplink {
+		return "", "", fmt.Errorf("%s is on the uplink %s: %w", ip, name, ErrNotLocalPod)
+	}
 	switch link.(type) {
 	case *netlink.Veth:
 		return name, "", nil

@@ -32,7 +32,7 @@ func TestPodInterfaceFindsWhatADDFound(t *testing.T) {
 
 	find := func(ip netip.Addr) (hostIf, port string, err error) {
 		node.must(t, "PodInterface", func() error {
-			hostIf, port, err = PodInterface(ip)
+			hostIf, port, err = PodInterface(ip, "eth0")
 			return nil
 		})
 		return
@@ -67,5 +67,17 @@ func TestPodInterfaceFindsWhatADDFound(t *testing.T) {
 	}
 	if _, _, err := find(netip.MustParseAddr("203.0.113.9")); !errors.Is(err, ErrNotLocalPod) {
 		t.Errorf("an address routed nowhere: %v; want ErrNotLocalPod", err)
+	}
+	// The node's uplink is a veth too (as in the lab): a pod's address
+	// routed through it, by the default route or its connected network,
+	// is no local pod's.
+	uplinkPeer := newTestNS(t, "podif-router")
+	veth(t, node, "eth0", uplinkPeer, "eth0")
+	node.run(t, "ip", "addr", "add", "192.0.2.10/24", "dev", "eth0")
+	node.run(t, "ip", "route", "add", "default", "via", "192.0.2.1")
+	for _, ip := range []string{"203.0.113.9", "192.0.2.77"} {
+		if _, _, err := find(netip.MustParseAddr(ip)); !errors.Is(err, ErrNotLocalPod) {
+			t.Errorf("%s, routed through the uplink: %v; want ErrNotLocalPod", ip, err)
+		}
 	}
 }

@@ -49,8 +49,9 @@ type Links interface {
 	// settings place them), and the given floating IPs.
 	Remove(s datapath.Settings, uplink string, floating []netip.Addr) error
 	// PodInterface is a running pod's host interface (and bridge port),
-	// found from its address as ADD found it (datapath.PodInterface).
-	PodInterface(ip netip.Addr) (hostIf, port string, err error)
+	// found from its address as ADD found it, never the uplink
+	// (datapath.PodInterface).
+	PodInterface(ip netip.Addr, uplink string) (hostIf, port string, err error)
 }
 
 // Kernel is what the node role changes on the node: the nft table and the
@@ -89,8 +90,8 @@ func (hostLinks) UnderlayRoutes(uplink string) (map[netip.Prefix]netip.Addr, err
 
 func (hostLinks) Announce(uplink string, ip netip.Addr) error { return datapath.Announce(uplink, ip) }
 
-func (hostLinks) PodInterface(ip netip.Addr) (string, string, error) {
-	return datapath.PodInterface(ip)
+func (hostLinks) PodInterface(ip netip.Addr, uplink string) (string, string, error) {
+	return datapath.PodInterface(ip, uplink)
 }
 
 func (hostLinks) Remove(s datapath.Settings, uplink string, floating []netip.Addr) error {
@@ -197,7 +198,7 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 		// Unknown: every recorded pod keeps its element.
 		r.cfg.Logf("node: %v", err)
 	}
-	recs = r.rebuild(v, recs, ifaces)
+	recs = r.rebuild(v, recs, ifaces, uplink)
 	held, err := r.st.Held()
 	if err != nil {
 		// Unreadable: plan without it; the list is rewritten below with
@@ -273,7 +274,7 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 // logged once and left without. A rebuilt record whose pod is gone from
 // the API, and whose interface is gone too or whose address another
 // running pod has now, is removed.
-func (r *reconciler) rebuild(v view, recs []nodestate.PodRecord, ifaces map[string]bool) []nodestate.PodRecord {
+func (r *reconciler) rebuild(v view, recs []nodestate.PodRecord, ifaces map[string]bool, uplink string) []nodestate.PodRecord {
 	have := map[netip.Addr]bool{}
 	runningAt := map[netip.Addr]string{}
 	for key, ip := range v.running {
@@ -282,11 +283,12 @@ func (r *reconciler) rebuild(v view, recs []nodestate.PodRecord, ifaces map[stri
 	out := recs[:0:0]
 	for _, rec := range recs {
 		key := rec.Namespace + "/" + rec.Name
-		_, known := v.pods[key]
-		// A rebuilt record goes with its pod and its interface, and
-		// when another running pod has its address now.
-		if other, taken := runningAt[rec.IP]; rec.Rebuilt && !known && (taken && other != key || ifaces != nil && !podInterfaceExists(rec, ifaces)) {
-			if err := r.st.Remove(rec); err != nil {
+		_, running := v.running[key]
+		// A rebuilt record goes when its pod no longer runs and its
+		// interface is gone (no DEL may ever name it), and when another
+		// running pod has its address now.
+		if other, taken := runningAt[rec.IP]; rec.Rebuilt && (taken && other != key || !running && ifaces != nil && !podInterfaceExists(rec, ifaces)) {
+			if err := r.st.Forget(rec.ContainerID, rec.IfName, rec, true); err != nil {
 				r.cfg.Logf("node: remove the rebuilt record of %s/%s: %v", rec.Namespace, rec.Name, err)
 			}
 			continue
@@ -299,14 +301,20 @@ func (r *reconciler) rebuild(v view, recs []nodestate.PodRecord, ifaces map[stri
 		if have[ip] {
 			continue
 		}
-		hostIf, port, err := r.cfg.Kernel.Links.PodInterface(ip)
+		hostIf, port, err := r.cfg.Kernel.Links.PodInterface(ip, uplink)
 		if err != nil {
 			r.logOnce("rebuild "+key, fmt.Sprintf("node: pod %s (%s) runs without a record, which cannot be rebuilt: %v", key, ip, err))
 			continue
 		}
 		ns, name, _ := strings.Cut(key, "/")
 		rec := nodestate.PodRecord{Namespace: ns, Name: name, IP: ip, HostIf: hostIf, Port: port, Added: r.now(), Rebuilt: true}
-		rec.ContainerID, rec.IfName, _ = r.st.ContainerOf(ip, hostIf)
+		var found bool
+		if rec.ContainerID, rec.IfName, found = r.st.ContainerOf(ip, hostIf); !found {
+			// No index names it: a container ID of its own, which no
+			// runtime's DEL names (the record goes with the pod, above)
+			// and a runtime's GC forgets.
+			rec.ContainerID, rec.IfName = "rebuilt-"+ns+"."+name, "eth0"
+		}
 		if err := r.st.Save(rec); err != nil {
 			r.logOnce("save "+key, fmt.Sprintf("node: the rebuilt record of %s (%s on %s) is not saved, only used: %v", key, ip, hostIf, err))
 		} else {

@@ -92,7 +92,7 @@ func (k *fakeKernel) delPod(key nft.PodKey) {
 
 type fakeLinks struct{ k *fakeKernel }
 
-func (f fakeLinks) PodInterface(ip netip.Addr) (string, string, error) {
+func (f fakeLinks) PodInterface(ip netip.Addr, _ string) (string, string, error) {
 	f.k.mu.Lock()
 	defer f.k.mu.Unlock()
 	if hostIf, ok := f.k.podIfs[ip]; ok {

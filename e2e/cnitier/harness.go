@@ -145,7 +145,9 @@ func (h *Harness) GC(ctx context.Context, valid ...*Pod) error {
 // Remove deletes the pod's namespace and object.
 func (h *Harness) Remove(ctx context.Context, p *Pod) error {
 	p.NetNS.Close()
-	err := h.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{})
+	// At once: no kubelet confirms the termination of the harness's pods.
+	now := int64(0)
+	err := h.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &now})
 	if err != nil {
 		return fmt.Errorf("delete pod object %s/%s: %w", p.Namespace, p.Name, err)
 	}
