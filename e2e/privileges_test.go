@@ -121,7 +121,10 @@ func TestEachIdentityHoldsOnlyItsPrivileges(t *testing.T) {
 	t.Cleanup(func() {
 		for _, n := range []string{own, other} {
 			_, _ = kubectl(context.Background(), c, "", "annotate", "node", n, v1alpha1.ClaimsAnnotation+"-")
-			_, _ = kubectl(context.Background(), c, "", "taint", "node", n, "nsegress.io/agent-not-ready-", "example.com/other-")
+			// One at a time: kubectl removes none when one is absent.
+			for _, taint := range []string{"nsegress.io/agent-not-ready-", "example.com/other-"} {
+				_, _ = kubectl(context.Background(), c, "", "taint", "node", n, taint)
+			}
 		}
 	})
 	patch := func(who kubernetes.Interface, node string, body []byte) error {
