@@ -160,6 +160,9 @@ func TestSeedScenario(t *testing.T) {
 				}
 			}
 		}
+		if t.Failed() {
+			t.Logf("nsegress's logs:\n%s", agentLogs(c, 40))
+		}
 	})
 
 	t.Run("pods no policy selects keep the normal path", func(t *testing.T) {

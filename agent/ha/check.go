@@ -35,7 +35,7 @@ func (r *Runtime) check(ctx context.Context) {
 			if standby != r.cfg.NodeName || h.Node == "" || h.Node == r.cfg.NodeName || h.Node != active || r.probing[ip] {
 				continue
 			}
-			if r.aliveLocked(h.Node, now) {
+			if r.aliveLocked(h.Node, now) || r.freshLocked(ip, h, now) {
 				delete(r.silentLogged, ip)
 				delete(r.suspected, ip)
 				continue

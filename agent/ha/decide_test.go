@@ -156,3 +156,37 @@ func TestOnlyAGatewayOfTheGroupIsBelieved(t *testing.T) {
 		t.Errorf("after the standby's claim the holder is %+v; want gw-2 at epoch 4", h)
 	}
 }
+
+// TestAFreshlyPlacedHolderIsNotProbedUntilItCouldHoldTheIP: a holder the
+// API has just named answers ARP for the IP only once its node role has
+// put it on its uplink, and its agent may still wait for the HA key; its
+// standby does not take its silence for a death for PlaceGrace, unless it
+// has heard it since.
+func TestAFreshlyPlacedHolderIsNotProbedUntilItCouldHoldTheIP(t *testing.T) {
+	r := New(Config{NodeName: "gw-2"})
+	r.Update(twoGateways("gw-1", "gw-2", 3))
+	h := Holder{"gw-1", 3}
+	now := time.Now()
+	r.mu.Lock()
+	fresh, later := r.freshLocked(ip1, h, now), r.freshLocked(ip1, h, now.Add(PlaceGrace))
+	r.mu.Unlock()
+	if !fresh || later {
+		t.Errorf("fresh now: %v, after PlaceGrace: %v; want true, false", fresh, later)
+	}
+	r.Update(twoGateways("gw-1", "gw-2", 3)) // the same placement: not fresher
+	r.hear(message{Node: "gw-1", Holds: map[netip.Addr]int64{ip1: 3}}, time.Now())
+	r.mu.Lock()
+	heard := r.freshLocked(ip1, h, time.Now())
+	r.mu.Unlock()
+	if heard {
+		t.Errorf("a holder heard since its placement is still fresh")
+	}
+	// A move is a new placement.
+	r.Update(twoGateways("gw-1", "gw-2", 4))
+	r.mu.Lock()
+	moved := r.freshLocked(ip1, Holder{"gw-1", 4}, time.Now())
+	r.mu.Unlock()
+	if !moved {
+		t.Errorf("a new epoch is not a fresh placement")
+	}
+}

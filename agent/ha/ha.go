@@ -84,6 +84,9 @@ type Runtime struct {
 	draining map[netip.Addr]time.Time
 	// peerSeen is when each peer was last one (peersLocked).
 	peerSeen map[string]time.Time
+	// placed is when this node saw each IP's API holder and epoch
+	// first (freshLocked).
+	placed map[netip.Addr]placement
 	// uplinkCheckedAt paces the uplink checks of a silent holder.
 	uplinkCheckedAt time.Time
 	// silentLogged avoids logging a live datapath behind a dead agent at
@@ -151,6 +154,19 @@ func (r *Runtime) Update(w World) map[netip.Addr]Holder {
 	r.world = w
 	r.self = w.Nodes[r.cfg.NodeName]
 	now := time.Now()
+	// When each IP got the holder the API names: a holder is given time
+	// to put a fresh IP on its uplink before its silence means anything.
+	placed := map[netip.Addr]placement{}
+	for _, g := range w.Groups {
+		for ip, a := range g.IPs {
+			p := placement{node: a.Active, epoch: a.Epoch, at: now}
+			if old, ok := r.placed[ip]; ok && old.node == p.node && old.epoch == p.epoch {
+				p.at = old.at
+			}
+			placed[ip] = p
+		}
+	}
+	r.placed = placed
 	for _, p := range w.peersOf(r.cfg.NodeName) {
 		r.peerSeen[p] = now
 	}
@@ -164,6 +180,31 @@ func (r *Runtime) Update(w World) map[netip.Addr]Holder {
 	}
 	r.recomputeLocked(time.Now())
 	return maps.Clone(r.holders)
+}
+
+// placement is an IP's API holder and epoch, and when this node first
+// saw them.
+type placement struct {
+	node  string
+	epoch int64
+	at    time.Time
+}
+
+// PlaceGrace is how long a holder the API has just named may stay silent
+// without being probed: until its node role has put the IP on its uplink
+// (it answers ARP for it only then), a silent holder with no answer is
+// not dead but new, and its agent may still be waiting for the HA key.
+const PlaceGrace = 3 * time.Second
+
+// freshLocked says whether holder h of ip was named by the API less than
+// PlaceGrace ago and has not been heard since.
+func (r *Runtime) freshLocked(ip netip.Addr, h Holder, now time.Time) bool {
+	p, ok := r.placed[ip]
+	if !ok || p.node != h.Node || p.epoch != h.Epoch || now.Sub(p.at) >= PlaceGrace {
+		return false
+	}
+	heard, ok := r.lastHeard[h.Node]
+	return !ok || heard.Before(p.at)
 }
 
 // peerGrace is how long a node stays a peer after it left this node's
@@ -313,7 +354,7 @@ func (r *Runtime) waitKey(ctx context.Context) ([]byte, error) {
 			return nil, ctx.Err()
 		case <-time.After(pause):
 		}
-		pause = min(2*pause, 15*time.Second)
+		pause = min(2*pause, 2*time.Second)
 	}
 }
 
