@@ -84,20 +84,7 @@ func runController(o options) error {
 // ensureKey creates the HA key Secret if it is missing, retrying until it
 // exists or ctx ends.
 func ensureKey(ctx context.Context, client kubernetes.Interface, namespace, name string, logf func(string, ...any)) {
-	wait := time.Second
-	for {
-		c, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := ha.EnsureKey(c, client, namespace, name)
-		cancel()
-		if err == nil {
-			return
-		}
-		logf("the HA key (retrying in %s): %v", wait, err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 30*time.Second)
-	}
+	retryUntil(ctx, "the HA key", logf, func(c context.Context) error {
+		return ha.EnsureKey(c, client, namespace, name)
+	})
 }

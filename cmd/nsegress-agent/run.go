@@ -164,22 +164,32 @@ func runAgent(o options) error {
 	return nil
 }
 
-// liftTaint removes the startup taint from the node, retrying with
-// backoff until it succeeds or ctx ends.
+// liftTaint removes the startup taint from the node, retrying until it
+// succeeds or ctx ends.
 func liftTaint(ctx context.Context, client kubernetes.Interface, node, key string, logf func(string, ...any)) {
+	if retryUntil(ctx, fmt.Sprintf("remove taint %s from %s", key, node), logf, func(c context.Context) error {
+		return install.RemoveTaint(c, client, node, key)
+	}) {
+		logf("lifted the startup taint %s from %s", key, node)
+	}
+}
+
+// retryUntil calls try, each call bounded to 10 s, until it succeeds
+// (true) or ctx ends (false), pausing 1 s, 2 s, … up to 30 s between
+// calls and logging each failure as "what (retrying in …): error".
+func retryUntil(ctx context.Context, what string, logf func(string, ...any), try func(context.Context) error) bool {
 	wait := time.Second
 	for {
 		c, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := install.RemoveTaint(c, client, node, key)
+		err := try(c)
 		cancel()
 		if err == nil {
-			logf("lifted the startup taint %s from %s", key, node)
-			return
+			return true
 		}
-		logf("remove taint %s from %s (retrying in %s): %v", key, node, wait, err)
+		logf("%s (retrying in %s): %v", what, wait, err)
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 30*time.Second)
