@@ -271,9 +271,9 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 // record takes the container ID of an index that still names it, so that
 // the pod's DEL removes it; it is saved when the disk allows, and used
 // for this reconcile either way. A pod whose interface cannot be found is
-// logged once and left without. A rebuilt record whose pod is gone from
-// the API, and whose interface is gone too or whose address another
-// running pod has now, is removed.
+// logged once and left without. A rebuilt record is removed once its pod
+// no longer runs and its interface is gone, or once another running pod
+// has its address.
 func (r *reconciler) rebuild(v view, recs []nodestate.PodRecord, ifaces map[string]bool, uplink string) []nodestate.PodRecord {
 	have := map[netip.Addr]bool{}
 	runningAt := map[netip.Addr]string{}
