@@ -34,7 +34,7 @@ func BenchmarkGatewayFailover(b *testing.B) {
 	var dead, held, firstNew, gaps []time.Duration
 	var flows, survived int
 	for i := range b.N {
-		holder, standby := assignment(b, c, egress)
+		holder, standby := activeAndStandby(b, c, egress)
 		if standby == "" {
 			b.Fatalf("kill %d: %s has no standby", i, egress)
 		}
@@ -102,7 +102,7 @@ func BenchmarkGatewayFailover(b *testing.B) {
 			b.Fatal(err)
 		}
 		privtest.Eventually(b, 60*time.Second, holder+" the standby again", func() (bool, error) {
-			h, s := assignment(b, c, egress)
+			h, s := activeAndStandby(b, c, egress)
 			return h == standby && s == holder && len(holdersOf(b, c, egress)) == 1, nil
 		})
 		b.Logf("kill %d of %s at %s: held by %s after %s, first new connection after %s", i, holder, killed.Format("15:04:05.000000"), standby, held[len(held)-1].Round(time.Millisecond), firstNew[len(firstNew)-1].Round(time.Millisecond))
@@ -128,23 +128,12 @@ func BenchmarkGatewayFailover(b *testing.B) {
 	b.ReportMetric(float64(survived)/float64(flows), "fraction-flows-survived")
 }
 
-// assignment is the active node and the standby of ip in group onprem.
-func assignment(t testing.TB, c Cluster, ip string) (active, standby string) {
+// activeAndStandby are the active node and the standby of ip in group
+// onprem.
+func activeAndStandby(t testing.TB, c Cluster, ip string) (active, standby string) {
 	t.Helper()
-	key := strings.ReplaceAll(ip, ".", `\.`)
-	out, err := kubectl(context.Background(), c, "", "-n", "nsegress-system", "get", "networkgatewaygroup", "onprem",
-		"-o", fmt.Sprintf(`jsonpath={.status.assignments.%s.active} {.status.assignments.%s.standby}`, key, key))
-	if err != nil {
-		t.Fatalf("the assignment of %s: %v\n%s", ip, err, out)
-	}
-	f := strings.Fields(out)
-	if len(f) > 0 {
-		active = f[0]
-	}
-	if len(f) > 1 {
-		standby = f[1]
-	}
-	return active, standby
+	f := assignment(t, c, ip, "active", "standby")
+	return f[0], f[1]
 }
 
 // longLived reads the summary of labbox stream or pull: whether the

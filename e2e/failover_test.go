@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -265,47 +266,41 @@ func reachAs(t *testing.T, c Cluster, pod *corev1.Pod, egress string) {
 // connections go on, the firewall sees only the egress IP, and new
 // connections keep working (plannedMoveFailures).
 func TestDrainingAGatewayMovesItsIPsWithoutLoss(t *testing.T) {
-	c := cluster(t)
-	ctx := context.Background()
-	client, gateway := selectedClient(t, c, "dr")
-	egress := "198.51.100.101"
-	standby := standbyOf(t, c, egress)
-	t.Cleanup(func() { _, _ = kubectl(context.Background(), c, "", "uncordon", gateway) })
-	dropsBefore := nodeDrops(t, c)
-	s := measureAcross(t, c, client, c.Backends()[0].URL(), 12*time.Second, func() {
-		if out, err := kubectl(ctx, c, "", "cordon", gateway); err != nil {
-			t.Fatalf("cordon %s: %v\n%s", gateway, err, out)
-		}
-		privtest.Eventually(t, 10*time.Second, standby+" alone holds "+egress, func() (bool, error) {
-			h := holdersOf(t, c, egress)
-			return len(h) == 1 && h[0] == standby, nil
-		})
-	})
-	judge(t, c, s, dropsBefore)
-	plannedMoveFailures(t, s)
-	out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "get", "networkgatewaygroup", "onprem",
-		"-o", fmt.Sprintf(`jsonpath={.status.assignments.%s.reason}`, strings.ReplaceAll(egress, ".", `\.`)))
-	if err != nil || strings.TrimSpace(out) != "Drained" {
-		t.Errorf("the move's reason is %q, %v; want Drained", out, err)
-	}
+	plannedMove(t, "dr", "Drained", []string{"cordon", "%s"}, []string{"uncordon", "%s"})
 }
 
 // TestRelabellingAGatewayOutOfItsGroupMovesItsIPsWithoutLoss takes the
 // gateway label off the node holding the egress IP: the controller moves
 // the IP to its standby (reason NotInGroup), as with a cordon.
 func TestRelabellingAGatewayOutOfItsGroupMovesItsIPsWithoutLoss(t *testing.T) {
+	plannedMove(t, "rl", "NotInGroup", []string{"label", "node", "%s", "nsegress.io/gateway-"},
+		[]string{"label", "node", "%s", "nsegress.io/gateway=true", "--overwrite"})
+}
+
+// plannedMove runs kubectl move (with %s the gateway holding the egress
+// IP of a selected client in namespace ns) while the client streams, and
+// undo when the test ends: the IP must move to its standby alone, for
+// reason why, with nothing lost (judge, plannedMoveFailures).
+func plannedMove(t *testing.T, ns, why string, move, undo []string) {
 	c := cluster(t)
 	ctx := context.Background()
-	client, gateway := selectedClient(t, c, "rl")
+	client, gateway := selectedClient(t, c, ns)
 	egress := "198.51.100.101"
 	standby := standbyOf(t, c, egress)
-	t.Cleanup(func() {
-		_, _ = kubectl(context.Background(), c, "", "label", "node", gateway, "nsegress.io/gateway=true", "--overwrite")
-	})
+	on := func(args []string) []string {
+		out := slices.Clone(args)
+		for i, a := range out {
+			if a == "%s" {
+				out[i] = gateway
+			}
+		}
+		return out
+	}
+	t.Cleanup(func() { _, _ = kubectl(context.Background(), c, "", on(undo)...) })
 	dropsBefore := nodeDrops(t, c)
 	s := measureAcross(t, c, client, c.Backends()[0].URL(), 12*time.Second, func() {
-		if out, err := kubectl(ctx, c, "", "label", "node", gateway, "nsegress.io/gateway-"); err != nil {
-			t.Fatalf("unlabel %s: %v\n%s", gateway, err, out)
+		if out, err := kubectl(ctx, c, "", on(move)...); err != nil {
+			t.Fatalf("kubectl %v: %v\n%s", on(move), err, out)
 		}
 		privtest.Eventually(t, 10*time.Second, standby+" alone holds "+egress, func() (bool, error) {
 			h := holdersOf(t, c, egress)
@@ -314,11 +309,32 @@ func TestRelabellingAGatewayOutOfItsGroupMovesItsIPsWithoutLoss(t *testing.T) {
 	})
 	judge(t, c, s, dropsBefore)
 	plannedMoveFailures(t, s)
-	out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "get", "networkgatewaygroup", "onprem",
-		"-o", fmt.Sprintf(`jsonpath={.status.assignments.%s.reason}`, strings.ReplaceAll(egress, ".", `\.`)))
-	if err != nil || strings.TrimSpace(out) != "NotInGroup" {
-		t.Errorf("the move's reason is %q, %v; want NotInGroup", out, err)
+	if got := assignment(t, c, egress, "reason")[0]; got != why {
+		t.Errorf("the move's reason is %q; want %s", got, why)
 	}
+}
+
+// assignment is fields of the onprem group's status.assignments entry
+// for a floating IP ("" for a field not set).
+func assignment(t testing.TB, c Cluster, ip string, fields ...string) []string {
+	t.Helper()
+	key := strings.ReplaceAll(ip, ".", `\.`)
+	var path []string
+	for _, f := range fields {
+		path = append(path, fmt.Sprintf(`[{.status.assignments.%s.%s}]`, key, f))
+	}
+	out, err := kubectl(context.Background(), c, "", "-n", "nsegress-system", "get", "networkgatewaygroup", "onprem",
+		"-o", "jsonpath="+strings.Join(path, " "))
+	if err != nil {
+		t.Fatalf("the assignment of %s: %v\n%s", ip, err, out)
+	}
+	got := make([]string, len(fields))
+	for i, f := range strings.Fields(out) {
+		if i < len(got) {
+			got[i] = strings.Trim(f, "[]")
+		}
+	}
+	return got
 }
 
 // TestRollingTheAgentsMovesNoIP rolls the agent DaemonSet while the pod
@@ -330,14 +346,7 @@ func TestRollingTheAgentsMovesNoIP(t *testing.T) {
 	client, gateway := selectedClient(t, c, "ro")
 	egress := "198.51.100.101"
 	standbyOf(t, c, egress)
-	epoch := func() string {
-		out, err := kubectl(ctx, c, "", "-n", "nsegress-system", "get", "networkgatewaygroup", "onprem",
-			"-o", fmt.Sprintf(`jsonpath={.status.assignments.%s.epoch}`, strings.ReplaceAll(egress, ".", `\.`)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(out)
-	}
+	epoch := func() string { return assignment(t, c, egress, "epoch")[0] }
 	before := epoch()
 	dropsBefore := nodeDrops(t, c)
 	s := measureAcross(t, c, client, c.Backends()[0].URL(), 60*time.Second, func() {

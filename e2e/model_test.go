@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -120,7 +122,6 @@ type modelRig struct {
 	team     map[string]string // namespace -> team label ("": none)
 	policies map[string]string // policy -> the team it selects
 	running  map[string]*modelPod
-	full     bool
 
 	seq, agents                                 int
 	history                                     []string
@@ -163,7 +164,7 @@ func newModelRig(t *testing.T, c Cluster) *modelRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(host[:strings.LastIndex(host, "/")]+"/bin", 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(filepath.Dir(host), "bin"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	build := exec.Command("go", "build", "-o", host, "github.com/nsegress/nsegress/cmd/nsegress-agent")
@@ -171,7 +172,7 @@ func newModelRig(t *testing.T, c Cluster) *modelRig {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the agent: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { os.RemoveAll(host[:strings.LastIndex(host, "/")]) })
+	t.Cleanup(func() { os.RemoveAll(filepath.Dir(host)) })
 
 	// The state disk: a small tmpfs in the node's mount namespace, which
 	// the disk-full steps fill.
@@ -357,13 +358,7 @@ func (r *modelRig) pickPod(rng *rand.Rand) (string, *modelPod) {
 	if len(r.running) == 0 {
 		return "", nil
 	}
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range r.running {
-			if !yield(n) {
-				return
-			}
-		}
-	})
+	names := slices.Sorted(maps.Keys(r.running))
 	n := names[rng.IntN(len(names))]
 	return n, r.running[n]
 }
@@ -529,7 +524,6 @@ func (r *modelRig) diskFull(rng *rand.Rand) string {
 	if out, err := r.c.NodeExec(ctx, r.node.Name, "sh", "-c", "dd if=/dev/zero of="+modelStateDir+"/filler bs=64k 2>/dev/null; true"); err != nil {
 		r.t.Fatalf("%v\n%s", err, out)
 	}
-	r.full = true
 	what := []string{"state disk full"}
 	for range 1 + rng.IntN(3) {
 		if rng.IntN(2) == 0 {
@@ -542,7 +536,6 @@ func (r *modelRig) diskFull(rng *rand.Rand) string {
 	if out, err := r.c.NodeExec(ctx, r.node.Name, "rm", "-f", modelStateDir+"/filler"); err != nil {
 		r.t.Fatalf("%v\n%s", err, out)
 	}
-	r.full = false
 	return strings.Join(append(what, "state disk freed"), "; ")
 }
 

@@ -106,10 +106,7 @@ func majority(self, dead string, members []string, hears map[string][]string) bo
 func (w World) peersOf(self string) []string {
 	var out []string
 	for _, g := range w.Groups {
-		peers := g.Peers
-		if len(peers) == 0 {
-			peers = g.Members
-		}
+		peers := g.peers()
 		if !slices.Contains(peers, self) {
 			continue
 		}
@@ -121,6 +118,15 @@ func (w World) peersOf(self string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// peers are the group's nodes, Up or not: Peers, or Members when the
+// world names no Peers.
+func (g Group) peers() []string {
+	if len(g.Peers) == 0 {
+		return g.Members
+	}
+	return g.Peers
 }
 
 // groupOf is the group of a floating IP.

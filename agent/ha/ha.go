@@ -329,12 +329,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 // it retries with a growing pause, logging the first failure and every
 // change of reason.
 func (r *Runtime) waitKey(ctx context.Context) ([]byte, error) {
-	if len(r.cfg.Key) > 0 || r.cfg.LoadKey == nil {
-		if len(r.cfg.Key) == 0 {
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}
+	if len(r.cfg.Key) > 0 {
 		return r.cfg.Key, nil
+	}
+	if r.cfg.LoadKey == nil {
+		<-ctx.Done()
+		return nil, ctx.Err()
 	}
 	pause, said := 500*time.Millisecond, ""
 	for {
@@ -537,14 +537,7 @@ func (r *Runtime) hear(m message, now time.Time) {
 // of the floating IP, as the API says.
 func (r *Runtime) mayHoldLocked(node string, ip netip.Addr) bool {
 	g, ok := r.world.groupOf(ip)
-	if !ok {
-		return false
-	}
-	peers := g.Peers
-	if len(peers) == 0 {
-		peers = g.Members
-	}
-	return slices.Contains(peers, node)
+	return ok && slices.Contains(g.peers(), node)
 }
 
 // seenARP handles an ARP frame from another machine: one that announces

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/nsegress/nsegress/agent/controller"
@@ -37,17 +35,9 @@ func runController(o options) error {
 		}
 		identity = h
 	}
-	cfg, err := restConfig(o.apiKubeconfig)
+	_, client, dyn, err := apiClients(o.apiKubeconfig)
 	if err != nil {
 		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("API client: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("API client: %w", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -55,17 +45,11 @@ func runController(o options) error {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	ln, err := net.Listen("tcp", o.healthAddr)
+	closeHealth, err := serveHealth(&http.Server{Addr: o.healthAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}, logger.Printf)
 	if err != nil {
-		return fmt.Errorf("health server: %w", err)
+		return err
 	}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Printf("health server: %v", err)
-		}
-	}()
-	defer srv.Close()
+	defer closeHealth()
 
 	logger.Printf("controller %s: standing for election in %s", identity, o.namespace)
 	err = controller.Run(ctx, controller.Config{

@@ -36,13 +36,9 @@ const serviceAccountCA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 // deleted.
 func runAgent(o options) error {
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
-	cfg, err := restConfig(o.apiKubeconfig)
+	cfg, client, dyn, err := apiClients(o.apiKubeconfig)
 	if err != nil {
 		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("API client: %w", err)
 	}
 	if o.nodeName == "" || o.namespace == "" {
 		return errors.New("node name and namespace are required (flags -node-name and -namespace, or env NODE_NAME and POD_NAMESPACE)")
@@ -55,10 +51,6 @@ func runAgent(o options) error {
 	k, err := newKeeper(o, logger.Printf)
 	if err != nil {
 		return err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("API client: %w", err)
 	}
 	k.Creds = &install.Credentials{
 		Client: client, Namespace: o.namespace, ServiceAccount: o.pluginServiceAccount,
@@ -113,17 +105,11 @@ func runAgent(o options) error {
 	runRole("agent socket", role.Serve)
 	runRole("gateway HA", haRuntime.Run)
 	runRole("claims", claims.Run)
-	srv := healthServer(o.healthAddr, k, role, &died)
-	ln, err := net.Listen("tcp", o.healthAddr)
+	closeHealth, err := serveHealth(healthServer(o.healthAddr, k, role, &died), logger.Printf)
 	if err != nil {
-		return fmt.Errorf("health server: %w", err)
+		return err
 	}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Printf("health server: %v", err)
-		}
-	}()
-	defer srv.Close()
+	defer closeHealth()
 
 	becameReady := func() {
 		logger.Printf("ready: nsegress is installed and chained on %s", o.nodeName)
@@ -194,6 +180,39 @@ func retryUntil(ctx context.Context, what string, logf func(string, ...any), try
 		}
 		wait = min(2*wait, 30*time.Second)
 	}
+}
+
+// apiClients are the process's API clients, in-cluster unless a
+// kubeconfig is given.
+func apiClients(kubeconfig string) (*rest.Config, kubernetes.Interface, dynamic.Interface, error) {
+	cfg, err := restConfig(kubeconfig)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("API client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("API client: %w", err)
+	}
+	return cfg, client, dyn, nil
+}
+
+// serveHealth serves srv on its address until the returned function
+// closes it.
+func serveHealth(srv *http.Server, logf func(string, ...any)) (func(), error) {
+	ln, err := net.Listen("tcp", srv.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("health server: %w", err)
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logf("health server: %v", err)
+		}
+	}()
+	return func() { _ = srv.Close() }, nil // closing ends Serve; nothing to report
 }
 
 // restConfig is the agent's own API access: in-cluster unless a
