@@ -59,14 +59,15 @@ lint:
 ## and the seed suite on a cluster of flannel's host-gw backend and on one
 ## of kube-router (BGP routing).
 FLANNEL_ONLY := TestSelectedPodsRideOutTheirOverlayBeingRecreated
-# The gateway failover tests kill and partition gateways: a cluster of
-# their own (the default mix), after the main run.
-HA_ONLY := TestAGatewayThatDiesLosesNoConnection|TestAPartitionedGatewayHealsToOneHolder|TestDrainingAGatewayMovesItsIPsWithoutLoss|TestRelabellingAGatewayOutOfItsGroupMovesItsIPsWithoutLoss|TestRollingTheAgentsMovesNoIP
+# The gateway failover tests kill and partition gateways, and the outage
+# test takes the API server down for ten minutes: a cluster of their own
+# (the default mix), after the main run.
+HA_ONLY := TestAGatewayThatDiesLosesNoConnection|TestAPartitionedGatewayHealsToOneHolder|TestDrainingAGatewayMovesItsIPsWithoutLoss|TestRelabellingAGatewayOutOfItsGroupMovesItsIPsWithoutLoss|TestDeletingAGatewayNodeMovesItsIPsWithoutLoss|TestRollingTheAgentsMovesNoIP|TestAnAPIServerOutageChangesNothing
 FLANNEL_SUITES := ^(TestLabNodesAreReadyAndLabelled|TestLabPrimariesRouteAsTheirKind|TestSeedScenario|TestNothingShortOfRootOnANodeSendsWithAnEgressIP|TestLabServices|$(FLANNEL_ONLY))$$
 ROUTED_SUITES := ^(TestLabPrimariesRouteAsTheirKind|TestSeedScenario)$$
 test: deps tools build
 	$(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) -skip '^($(FLANNEL_ONLY)|$(HA_ONLY))$$' ./...
-	$(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '^($(HA_ONLY))$$' ./e2e/
+	$(GO) test -race -count=1 -timeout 35m $(TEST_FLAGS) -run '^($(HA_ONLY))$$' ./e2e/
 	NSEGRESS_LAB_PRIMARY=flannel $(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '$(FLANNEL_SUITES)' ./e2e/
 	NSEGRESS_LAB_PRIMARY=flannel-host-gw $(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '$(ROUTED_SUITES)' ./e2e/
 	NSEGRESS_LAB_PRIMARY=kube-router $(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '$(ROUTED_SUITES)' ./e2e/

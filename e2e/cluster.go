@@ -58,6 +58,16 @@ type Cluster interface {
 	// UplinkAddrs are the addresses on a node's underlay interface, read
 	// from outside the node.
 	UplinkAddrs(node string) ([]string, error)
+	// SetAPIServer takes the API server down (killed) or brings it back
+	// and waits until it serves.
+	SetAPIServer(ctx context.Context, up bool) error
+	// PodExec runs a command (argv[0] "labbox": the labbox tool) in the
+	// network namespace of the pod of node that holds podIP, without the
+	// API server (kubectl exec needs it).
+	PodExec(ctx context.Context, node string, podIP netip.Addr, argv ...string) (string, error)
+	// RejoinNode brings a node whose Node object was deleted back: its
+	// kubelet registers it again; it returns once the node is Ready.
+	RejoinNode(ctx context.Context, node string) error
 }
 
 // labCluster adapts the embedded lab to Cluster.
@@ -118,6 +128,19 @@ func (c labCluster) FreezeNode(node string, frozen bool) error {
 }
 
 func (c labCluster) UplinkAddrs(node string) ([]string, error) { return c.lab.UplinkAddrs(node) }
+
+func (c labCluster) SetAPIServer(ctx context.Context, up bool) error {
+	return c.lab.SetAPIServer(ctx, up)
+}
+
+func (c labCluster) RejoinNode(ctx context.Context, node string) error {
+	return c.lab.RejoinNode(ctx, node)
+}
+
+func (c labCluster) PodExec(ctx context.Context, node string, podIP netip.Addr, argv ...string) (string, error) {
+	out, err := c.lab.PodExec(ctx, node, podIP, argv...)
+	return string(out), err
+}
 
 // nodeIP is a node's underlay address, or the zero Addr.
 func nodeIP(c Cluster, name string) netip.Addr {

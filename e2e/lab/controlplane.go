@@ -70,7 +70,7 @@ func (l *Lab) startControlPlane(ctx context.Context, cp *host) error {
 		return err
 	}
 
-	api, err := l.startIn(cp, "kube-apiserver", []string{b.APIServer,
+	l.apiArgv = []string{b.APIServer,
 		"--etcd-servers=http://127.0.0.1:2379",
 		"--advertise-address=" + ControlPlaneIP.String(),
 		"--bind-address=0.0.0.0",
@@ -96,10 +96,12 @@ func (l *Lab) startControlPlane(ctx context.Context, cp *host) error {
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--v=1",
-	})
+	}
+	api, err := l.startIn(cp, "kube-apiserver", l.apiArgv)
 	if err != nil {
 		return err
 	}
+	l.apiServer = api
 
 	if err := l.startAPIForwarder(cp); err != nil {
 		return err

@@ -1,8 +1,10 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -113,4 +115,84 @@ func (l *Lab) UplinkAddrs(node string) ([]string, error) {
 		out = append(out, a.IPNet.String())
 	}
 	return out, nil
+}
+
+// SetAPIServer takes the API server down (up false: the process is
+// killed, as a crash or a failed control-plane machine does, and every
+// client's connection breaks) or starts it again with the same command
+// line and waits until it serves. etcd, the controller manager and the
+// scheduler keep running; they, the kubelets and the agents see the
+// outage as a cluster does.
+func (l *Lab) SetAPIServer(ctx context.Context, up bool) error {
+	l.mu.Lock()
+	api := l.apiServer
+	l.mu.Unlock()
+	if api == nil {
+		return errors.New("the lab has no API server")
+	}
+	if !up {
+		if api.exited() {
+			return nil
+		}
+		_ = api.cmd.Process.Kill()
+		<-api.done
+		return nil
+	}
+	if !api.exited() {
+		return nil
+	}
+	api, err := l.startIn(l.host("control-plane"), "kube-apiserver", l.apiArgv)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.apiServer = api
+	l.mu.Unlock()
+	return l.waitAPIReady(ctx, api)
+}
+
+// PodExec runs a short command in the network namespace of the pod of a
+// node that holds podIP, found on the node itself (the netns files the
+// container runtime keeps under /run/netns), so that it works while the
+// API server is down; kubectl exec goes through the API server. An
+// argv[0] of "labbox" runs the lab's labbox binary.
+func (l *Lab) PodExec(ctx context.Context, node string, podIP netip.Addr, argv ...string) ([]byte, error) {
+	find := `for n in $(ls /run/netns); do
+	if ip -n "$n" -4 -o addr show | grep -q " inet $1/"; then echo "$n"; fi
+done`
+	out, err := l.NodeExec(ctx, node, "sh", "-c", find, "find", podIP.String())
+	if err != nil {
+		return out, err
+	}
+	names := strings.Fields(string(out))
+	if len(names) != 1 {
+		return nil, fmt.Errorf("%s: %d network namespaces hold %s (%q), want one", node, len(names), podIP, names)
+	}
+	if len(argv) > 0 && argv[0] == "labbox" {
+		argv = append([]string{l.cfg.Labbox}, argv[1:]...)
+	}
+	return l.NodeExec(ctx, node, append([]string{"nsenter", "--net=/run/netns/" + names[0], "--"}, argv...)...)
+}
+
+// RejoinNode brings back a node whose Node object was deleted, as an
+// operator does after kubectl delete node: its kubelet restarts and
+// registers the Node again (with its labels), the lab publishes its pod
+// range again, and RejoinNode waits until the node is Ready. The node's
+// containers run on throughout; the kubelet ends those whose pods the
+// cluster deleted meanwhile.
+func (l *Lab) RejoinNode(ctx context.Context, name string) error {
+	for _, n := range l.nodes {
+		if n.Name != name {
+			continue
+		}
+		n.kubelet.stop(10 * time.Second)
+		if err := l.startKubelet(n); err != nil {
+			return err
+		}
+		if err := l.waitNodeReady(ctx, n, 90*time.Second); err != nil {
+			return err
+		}
+		return l.publishPodCIDR(ctx, n)
+	}
+	return fmt.Errorf("no node %q in the lab", name)
 }

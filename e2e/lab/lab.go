@@ -46,6 +46,8 @@ type Lab struct {
 	forwarder *forwarder
 	ports     atomic.Uint32 // numbers the switch's ports
 	client    kubernetes.Interface
+	apiServer *proc    // the running kube-apiserver (SetAPIServer replaces it)
+	apiArgv   []string // its command line, to start it again
 
 	mu sync.Mutex // guards procs and hosts, which grow from several goroutines
 
