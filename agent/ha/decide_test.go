@@ -190,3 +190,53 @@ func TestAFreshlyPlacedHolderIsNotProbedUntilItCouldHoldTheIP(t *testing.T) {
 		t.Errorf("a new epoch is not a fresh placement")
 	}
 }
+
+// TestAPlannedMoveWaitsForTheNewHolder: when the API moves an IP (a
+// drain, a relabel), the worker and the old holder keep the old holder
+// until the new one claims the IP (it does once its datapath holds it),
+// or HandoverWait later should the claim be lost; the new holder takes it
+// at once, and a takeover heard is never held back.
+func TestAPlannedMoveWaitsForTheNewHolder(t *testing.T) {
+	for _, self := range []string{"worker-1", "gw-1"} {
+		r := New(Config{NodeName: self})
+		r.Update(twoGateways("gw-1", "gw-2", 3))
+		r.Update(twoGateways("gw-2", "gw-1", 4))
+		if h := r.Holders()[ip1]; h != (Holder{"gw-1", 3}) {
+			t.Errorf("%s: right after the API moved %s, the holder is %+v; want still gw-1 at epoch 3", self, ip1, h)
+		}
+		r.hear(message{Node: "gw-2", Holds: map[netip.Addr]int64{ip1: 4}}, time.Now())
+		if h := r.Holders()[ip1]; h != (Holder{"gw-2", 4}) {
+			t.Errorf("%s: once gw-2 claimed %s, the holder is %+v; want gw-2 at epoch 4", self, ip1, h)
+		}
+
+		// The claim lost: the API's word after HandoverWait.
+		r = New(Config{NodeName: self})
+		r.Update(twoGateways("gw-1", "gw-2", 3))
+		r.Update(twoGateways("gw-2", "gw-1", 4))
+		r.mu.Lock()
+		p := r.placed[ip1]
+		p.at = p.at.Add(-HandoverWait)
+		r.placed[ip1] = p
+		r.mu.Unlock()
+		r.refresh()
+		if h := r.Holders()[ip1]; h != (Holder{"gw-2", 4}) {
+			t.Errorf("%s: HandoverWait after the move with no claim heard, the holder is %+v; want gw-2 at epoch 4", self, h)
+		}
+	}
+
+	r := New(Config{NodeName: "gw-2"})
+	r.Update(twoGateways("gw-1", "gw-2", 3))
+	r.Update(twoGateways("gw-2", "gw-1", 4))
+	if h := r.Holders()[ip1]; h != (Holder{"gw-2", 4}) {
+		t.Errorf("the new holder itself sees %+v; want gw-2 at epoch 4 at once", h)
+	}
+
+	// A takeover heard before the API adopts it moves at once.
+	r = New(Config{NodeName: "worker-1"})
+	r.Update(twoGateways("gw-1", "gw-2", 3))
+	r.hear(message{Node: "gw-2", Holds: map[netip.Addr]int64{ip1: 4}}, time.Now())
+	r.Update(twoGateways("gw-2", "gw-1", 4))
+	if h := r.Holders()[ip1]; h != (Holder{"gw-2", 4}) {
+		t.Errorf("after a heard takeover the API adopted, the holder is %+v; want gw-2 at epoch 4", h)
+	}
+}

@@ -87,6 +87,9 @@ type Runtime struct {
 	// placed is when this node saw each IP's API holder and epoch
 	// first (freshLocked).
 	placed map[netip.Addr]placement
+	// handoverDue is when the earliest planned move this node waits for
+	// falls back to the API's word (handOverLocked).
+	handoverDue time.Time
 	// uplinkCheckedAt paces the uplink checks of a silent holder.
 	uplinkCheckedAt time.Time
 	// silentLogged avoids logging a live datapath behind a dead agent at
@@ -242,6 +245,7 @@ func (r *Runtime) recomputeLocked(now time.Time) bool {
 		return r.fenced || now.Before(r.quietUntil) || now.Before(r.suppressed[ip])
 	}
 	h := effective(r.cfg.NodeName, r.world, r.heard, r.own, barred)
+	r.handOverLocked(h, now, barred)
 	if maps.Equal(h, r.holders) {
 		return false
 	}
@@ -259,6 +263,48 @@ func (r *Runtime) recomputeLocked(now time.Time) bool {
 	r.holders = h
 	r.resyncLocked()
 	return true
+}
+
+// HandoverWait is how long, after the API moved a floating IP to another
+// node (a planned move: a drain, a relabel, a deleted Node), every other
+// node keeps following its previous holder unless it hears the new holder
+// claim the IP first. The new holder claims it (Holding) only once its
+// datapath is programmed for it, so no worker's tunnel points at a gateway
+// that is not ready yet, and the old holder keeps the address until the
+// new one has it; the API's word is the fallback should the claim be lost.
+const HandoverWait = time.Second
+
+// handOverLocked puts back the previous holder of each IP that the API
+// has just moved to another node, until HandoverWait after this node saw
+// the move or until it hears the new holder's claim; the new holder itself
+// takes the IP at once. A takeover (a claim heard, or this node's own) is
+// never held back: it already comes from a holder that is ready.
+func (r *Runtime) handOverLocked(h map[netip.Addr]Holder, now time.Time, barred func(netip.Addr) bool) {
+	var due time.Time
+	for ip, cur := range h {
+		old, ok := r.holders[ip]
+		if !ok || old.Node == "" || old.Node == cur.Node || cur.Node == r.cfg.NodeName || old.Epoch >= cur.Epoch {
+			continue
+		}
+		if c, heard := r.heard[ip]; heard && c.node == cur.Node && c.epoch >= cur.Epoch {
+			continue
+		}
+		p, ok := r.placed[ip]
+		if !ok || p.node != cur.Node || p.epoch != cur.Epoch || now.Sub(p.at) >= HandoverWait {
+			continue
+		}
+		if old.Node == r.cfg.NodeName && barred(ip) {
+			continue
+		}
+		h[ip] = old
+		if end := p.at.Add(HandoverWait); due.IsZero() || end.Before(due) {
+			due = end
+		}
+	}
+	if !due.IsZero() && !due.Equal(r.handoverDue) {
+		r.handoverDue = due
+		time.AfterFunc(due.Sub(now)+10*time.Millisecond, r.refresh)
+	}
 }
 
 func (r *Runtime) claimedLocked() {
