@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/nsegress/nsegress/agent/datapath"
 	"github.com/nsegress/nsegress/agent/ha"
 	"github.com/nsegress/nsegress/nft"
@@ -113,6 +115,9 @@ type reconciler struct {
 	holding []netip.Addr
 	// logged is the last message logged per key (logOnce).
 	logged map[string]string
+	// ownNode is the last copy of this node's Node the API showed
+	// (withOwnNode).
+	ownNode *corev1.Node
 }
 
 func newReconciler(cfg Config) reconciler {
@@ -125,6 +130,7 @@ const lockWait = 10 * time.Second
 
 // reconcile programs the node from v.
 func (r *reconciler) reconcile(v view) error {
+	v = r.withOwnNode(v)
 	if err := r.writeSnapshot(v); err != nil {
 		// The snapshot is only the plugin's last resort: programming the
 		// node matters more.
@@ -327,6 +333,30 @@ func (r *reconciler) rebuild(v view, recs []nodestate.PodRecord, ifaces map[stri
 }
 
 // logOnce logs msg unless the last message logged under key was msg.
+// withOwnNode is v with this node's Node, the last copy seen when the
+// API has none: a Node deleted while its machine runs on (kubectl delete
+// node) must not freeze the node's datapath with the floating IPs the
+// controller moved away still on its uplink. Planned with its last copy,
+// the node lets them go once their new holder claims them, and keeps its
+// pods steered.
+func (r *reconciler) withOwnNode(v view) view {
+	if n, ok := v.nodes[r.cfg.NodeName]; ok {
+		r.ownNode = n
+		r.mu.Lock()
+		delete(r.logged, "own-node")
+		r.mu.Unlock()
+		return v
+	}
+	if r.ownNode == nil {
+		return v
+	}
+	r.logOnce("own-node", fmt.Sprintf("node: the Node %s is gone from the API: planning with its last copy", r.cfg.NodeName))
+	nodes := maps.Clone(v.nodes)
+	nodes[r.cfg.NodeName] = r.ownNode
+	v.nodes = nodes
+	return v
+}
+
 func (r *reconciler) logOnce(key, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -703,3 +703,28 @@ func TestALostRecordIsRebuiltFromTheAPI(t *testing.T) {
 		t.Errorf("a gone pod's rebuilt record keeps its address from the pod running with it now: %+v", recs)
 	}
 }
+
+// TestADeletedOwnNodeStillLetsItsFloatingIPsGo: a Node deleted while its
+// machine runs on (kubectl delete node) has its floating IPs moved by the
+// controller; the node plans with the last copy of its Node and releases
+// them, instead of failing every reconcile with them on its uplink.
+func TestADeletedOwnNodeStillLetsItsFloatingIPsGo(t *testing.T) {
+	n := newTestNode(t)
+	w := fullWorld()
+	w.holder[floating[2]] = thisNode
+	n.sync(w)
+	ip := netip.MustParseAddr(floating[2])
+	if !slices.Contains(n.k.state().Addrs, ip) {
+		t.Fatalf("before: %s not held", ip)
+	}
+	w.holder[floating[2]] = "gw-1"
+	v := w.view()
+	delete(v.nodes, thisNode)
+	if err := n.r.reconcile(v); err != nil {
+		t.Fatalf("reconcile without the node's own Node: %v", err)
+	}
+	if slices.Contains(n.k.state().Addrs, ip) {
+		t.Errorf("after the controller moved %s away from the deleted node, it still holds it", ip)
+	}
+	n.check(w, "after the node's own Node was deleted")
+}
