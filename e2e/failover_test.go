@@ -397,15 +397,14 @@ func TestRollingTheAgentsMovesNoIP(t *testing.T) {
 }
 
 // plannedMoveFailures judges new connections across a planned move. The
-// target is none failed; what is reached is at most one, each a single
-// 300 ms timeout: a connection the old holder SNATs in the milliseconds
-// between the new holder's gratuitous ARP and the worker's re-pointing
-// gets its SYN-ACK at the new holder before the replicated state, which
-// drops it; the SYN is retransmitted a second later (issue 10, item 5,
-// not yet met). More than one failure, or a gap past a second, fails.
+// target is none failed; what is reached is at most one, a single 300 ms
+// timeout, in about one move of ten (BENCHMARKS.md): a connection opened
+// in the moment of the move whose SYN went through but whose request went
+// unanswered in time (issue 10, item 5, not fully met). More than one
+// failure, or a gap of a second, fails.
 func plannedMoveFailures(t *testing.T, s streams) {
 	t.Helper()
-	if s.fresh.failed > 1 || s.fresh.gapMS > 1000 {
+	if s.fresh.failed > 1 || s.fresh.gapMS >= 1000 {
 		t.Errorf("%d new connections failed during the planned move (longest gap %d ms); want at most one", s.fresh.failed, s.fresh.gapMS)
 	} else if s.fresh.failed > 0 {
 		t.Logf("%d new connection failed during the planned move (the target is none)", s.fresh.failed)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nsegress/nsegress/e2e/privtest"
 )
 
 // outageFor is how long TestAnAPIServerOutageChangesNothing keeps the API
@@ -106,7 +109,15 @@ func TestAnAPIServerOutageChangesNothing(t *testing.T) {
 	outage := outageFor(t)
 	t.Logf("client %s on %s, gateway %s, outage %s", client.Status.PodIP, node, gateway, outage)
 
-	before := datapaths(ctx, t, c)
+	// Settled: a floating IP that moved moments ago still has rules of
+	// its handover (ha.DrainFor, 2 s).
+	var before map[string]string
+	privtest.Eventually(t, 60*time.Second, "the nodes' datapaths settled", func() (bool, error) {
+		first := datapaths(ctx, t, c)
+		time.Sleep(3 * time.Second)
+		before = datapaths(ctx, t, c)
+		return maps.Equal(first, before), nil
+	})
 	dropsBefore := nodeDrops(t, c)
 	// The streams start before the outage and end about half a minute
 	// after the API server is back (it serves again a few seconds after

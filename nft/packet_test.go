@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -162,5 +163,59 @@ func TestPacketsOfAPodAreMarkedAndSNATed(t *testing.T) {
 		if got := counterPackets(t, node, c.counter); got != c.want {
 			t.Errorf("counter %s = %d packets, want %d\n%s", c.counter, got, c.want, runIn(t, node, "nft", "list", "ruleset"))
 		}
+	}
+}
+
+// TestTCPToAHandedOverIPReachesThePreviousHolder: a gateway that took
+// 192.0.2.9 over moments ago (PassOn to 10.1.0.2) gets a TCP segment for
+// it that it has no state for, from the router's side: a copy reaches the
+// previous holder, and the gateway itself neither answers nor resets.
+func TestTCPToAHandedOverIPReachesThePreviousHolder(t *testing.T) {
+	tbl, node := newTestTable(t)
+	router, prev := newNetNS(t), newNetNS(t)
+	nh := handleAt(t, node)
+	for _, l := range []*netlink.Veth{
+		{LinkAttrs: netlink.LinkAttrs{Name: "r0"}, PeerName: "r1", PeerNamespace: netlink.NsFd(int(router))},
+		{LinkAttrs: netlink.LinkAttrs{Name: "a0"}, PeerName: "a1", PeerNamespace: netlink.NsFd(int(prev))},
+	} {
+		if err := nh.LinkAdd(l); err != nil {
+			t.Fatalf("add veth %s: %v", l.Name, err)
+		}
+	}
+	linkUp(t, nh, "lo")
+	linkUp(t, nh, "r0", "10.0.0.1/24", "192.0.2.9/32")
+	linkUp(t, nh, "a0", "10.1.0.1/24")
+	rh, ph := handleAt(t, router), handleAt(t, prev)
+	linkUp(t, rh, "lo")
+	r1 := linkUp(t, rh, "r1", "10.0.0.9/24")
+	if err := rh.RouteAdd(&netlink.Route{LinkIndex: r1.Attrs().Index, Dst: &net.IPNet{IP: net.ParseIP("192.0.2.9").To4(), Mask: net.CIDRMask(32, 32)}, Gw: net.ParseIP("10.0.0.1")}); err != nil {
+		t.Fatalf("router's route: %v", err)
+	}
+	linkUp(t, ph, "lo")
+	linkUp(t, ph, "a1", "10.1.0.2/24")
+	runIn(t, prev, "nft", "-f", "-", "--", "add table ip probe\nadd counter ip probe passed\nadd chain ip probe pre { type filter hook prerouting priority -300; }\nadd rule ip probe pre ip daddr 192.0.2.9 meta l4proto tcp counter name passed\n")
+	mustApply(t, tbl, State{
+		Policies: []Policy{{ID: 9, Mode: ModeLocal, Device: "nsg9", EgressIP: netip.MustParseAddr("192.0.2.9"),
+			Destinations: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}},
+		Pods:         map[PodKey]uint16{},
+		TunnelPort:   4789,
+		Uplink:       "r0",
+		DevicePrefix: "nsg",
+		HeldIPs:      []netip.Addr{netip.MustParseAddr("192.0.2.9")},
+		PassOn:       map[netip.Addr]netip.Addr{netip.MustParseAddr("192.0.2.9"): netip.MustParseAddr("10.1.0.2")},
+	})
+
+	err := privtest.Do(router, func() error {
+		c, err := net.DialTimeout("tcp4", "192.0.2.9:80", 300*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if err == nil || strings.Contains(err.Error(), "refused") {
+		t.Errorf("connecting to the handed-over IP: %v; want a timeout (no answer, no reset, from the new holder)", err)
+	}
+	if n := counterPackets(t, prev, "passed"); n == 0 {
+		t.Errorf("the previous holder got no copy of the segment")
 	}
 }

@@ -2,6 +2,9 @@ package nft
 
 import (
 	"encoding/binary"
+	"maps"
+	"net/netip"
+	"slices"
 
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -260,6 +263,38 @@ func heldTCPRule() []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
 		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+}
+
+// handoverRules pass on, and drop, TCP to floating IPs that moved
+// moments ago (State.PassOn, State.Released). At this chain's priority
+// conntrack has un-NATed every reply it has state for: what is still
+// addressed to a floating IP has none here. For a held IP it is "ip daddr
+// IP meta l4proto tcp dup to PREV", and the input chain then drops the
+// original (heldTCPRule); for a released IP, "ip daddr IP meta l4proto tcp
+// drop", so that a copy this node has no state for either does not go
+// back out towards the holder.
+func handoverRules(passOn map[netip.Addr]netip.Addr, released []netip.Addr) [][]expr.Any {
+	var rules [][]expr.Any
+	for _, ip := range slices.SortedFunc(maps.Keys(passOn), netip.Addr.Compare) {
+		rules = append(rules, concat(daddrTCP(ip), []expr.Any{
+			&expr.Immediate{Register: reg1, Data: passOn[ip].AsSlice()},
+			&expr.Dup{RegAddr: reg1},
+		}))
+	}
+	for _, ip := range released {
+		rules = append(rules, concat(daddrTCP(ip), verdict(expr.VerdictDrop)))
+	}
+	return rules
+}
+
+// daddrTCP is "ip daddr IP meta l4proto tcp".
+func daddrTCP(ip netip.Addr) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ip.AsSlice()},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
 	}
 }
 

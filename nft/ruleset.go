@@ -121,7 +121,8 @@ func build(s State) desired {
 func baseChains(s State, pols []Policy) []chainSpec {
 	return []chainSpec{
 		{name: chainPrerouting, hook: nftables.ChainHookPrerouting, prio: prioAfterDNAT,
-			ctype: nftables.ChainTypeFilter, rules: preroutingRules(s.marks(), pols, s.DevicePrefix)},
+			ctype: nftables.ChainTypeFilter, rules: slices.Concat(handoverRules(s.PassOn, s.Released),
+				preroutingRules(s.marks(), pols, s.DevicePrefix))},
 		{name: chainForward, hook: nftables.ChainHookForward, prio: prioFilter,
 			ctype: nftables.ChainTypeFilter, rules: forwardRules(s.marks(), pols, s.MSS, s.TunnelPort)},
 		{name: chainPostNAT, hook: nftables.ChainHookPostrouting, prio: prioSNAT,

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/nsegress/nsegress/api/v1alpha1"
@@ -143,6 +144,19 @@ type State struct {
 	// HeldIPs are the floating IPs this node holds: local addresses that
 	// only root may send from (the egress IPs' SNAT is the kernel's).
 	HeldIPs []netip.Addr
+	// PassOn maps a held floating IP to the underlay address of the node
+	// that held it moments ago (a planned move or a takeover): TCP that
+	// still reaches the IP, after conntrack un-NATed every reply it has
+	// state for, is a reply of a connection that node SNATed just before
+	// the move, whose state has not been replicated here yet. A copy goes
+	// to that node, which has the state and returns the reply to its pod;
+	// the original is dropped here (no reset).
+	PassOn map[netip.Addr]netip.Addr
+	// Released are the floating IPs this node let go moments ago and
+	// still drains: TCP still addressed to one of them has no state here
+	// (a copy passed on for a connection this node never had, a stray)
+	// and is dropped, rather than routed back out towards the holder.
+	Released []netip.Addr
 	// Guards maps the address of each selected pod on a bridge to its
 	// bridge port (host-side veth): frames from that address must enter
 	// the bridge there (see bridge.go).
@@ -211,6 +225,19 @@ func (s *State) Validate() error {
 	for _, ip := range s.HeldIPs {
 		if !ip.Is4() {
 			return fmt.Errorf("nft: held IP %s is not IPv4", ip)
+		}
+	}
+	for ip, to := range s.PassOn {
+		if !slices.Contains(s.HeldIPs, ip) {
+			return fmt.Errorf("nft: pass-on for %s, which is not a held IP", ip)
+		}
+		if !to.Is4() || to == ip {
+			return fmt.Errorf("nft: pass-on for %s: %s is not another IPv4 address", ip, to)
+		}
+	}
+	for _, ip := range s.Released {
+		if !ip.Is4() || slices.Contains(s.HeldIPs, ip) {
+			return fmt.Errorf("nft: released IP %s is not IPv4, or is held", ip)
 		}
 	}
 	for ip, port := range s.Guards {

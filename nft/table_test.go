@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -287,5 +288,33 @@ func TestBridgeGuardsFollowApplyGuardAndUnguard(t *testing.T) {
 	}
 	if out := runIn(t, ns, "nft", "list", "tables"); strings.Contains(out, DefaultTableName) {
 		t.Errorf("after Delete: %s", out)
+	}
+}
+
+// TestGoldenHandover: a gateway that took 192.0.2.9 from 10.0.0.2 moments
+// ago passes TCP still addressed to it on to 10.0.0.2, and drops TCP to
+// 192.0.2.10, which it let go moments ago.
+func TestGoldenHandover(t *testing.T) {
+	tbl, ns := newTestTable(t)
+	s := twoPolicies()
+	s.HeldIPs = []netip.Addr{netip.MustParseAddr("192.0.2.9")}
+	s.PassOn = map[netip.Addr]netip.Addr{netip.MustParseAddr("192.0.2.9"): netip.MustParseAddr("10.0.0.2")}
+	s.Released = []netip.Addr{netip.MustParseAddr("192.0.2.10")}
+	mustApply(t, tbl, s)
+	checkGolden(t, "handover", listTable(t, ns))
+
+	for _, bad := range []func(*State){
+		func(s *State) { s.HeldIPs = nil }, // passing on an IP not held
+		func(s *State) { s.PassOn[netip.MustParseAddr("192.0.2.9")] = netip.MustParseAddr("192.0.2.9") }, // to itself
+		func(s *State) { s.Released = append(s.Released, netip.MustParseAddr("192.0.2.9")) },             // held and released
+	} {
+		b := twoPolicies()
+		b.HeldIPs = slices.Clone(s.HeldIPs)
+		b.PassOn = maps.Clone(s.PassOn)
+		b.Released = slices.Clone(s.Released)
+		bad(&b)
+		if err := b.Validate(); err == nil {
+			t.Errorf("a bad handover state validated: held %v, pass on %v, released %v", b.HeldIPs, b.PassOn, b.Released)
+		}
 	}
 }

@@ -230,6 +230,30 @@ func TestAPlannedMoveWaitsForTheNewHolder(t *testing.T) {
 	if h := r.Holders()[ip1]; h != (Holder{"gw-2", 4}) {
 		t.Errorf("the new holder itself sees %+v; want gw-2 at epoch 4 at once", h)
 	}
+	// It passes stateless replies for the IP on to the old holder for
+	// DrainFor.
+	if got := r.PassingOn(); len(got) != 1 || got[ip1] != netip.MustParseAddr("198.51.100.21") {
+		t.Errorf("the new holder passes on %v; want %s to gw-1 (198.51.100.21)", got, ip1)
+	}
+	r.mu.Lock()
+	b := r.takenFrom[ip1]
+	b.until = time.Now()
+	r.takenFrom[ip1] = b
+	r.mu.Unlock()
+	if got := r.PassingOn(); len(got) != 0 {
+		t.Errorf("DrainFor after the move, the new holder still passes on %v", got)
+	}
+
+	// The old holder's Node deleted (the move's reason): its address is
+	// still known to pass on to.
+	r = New(Config{NodeName: "gw-2"})
+	r.Update(twoGateways("gw-1", "gw-2", 3))
+	w := twoGateways("gw-2", "", 4)
+	delete(w.Nodes, "gw-1")
+	r.Update(w)
+	if got := r.PassingOn(); got[ip1] != netip.MustParseAddr("198.51.100.21") {
+		t.Errorf("after gw-1's Node was deleted, the new holder passes on %v; want %s to 198.51.100.21", got, ip1)
+	}
 
 	// A takeover heard before the API adopts it moves at once.
 	r = New(Config{NodeName: "worker-1"})

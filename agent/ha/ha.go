@@ -82,6 +82,11 @@ type Runtime struct {
 	// draining are the IPs this node let go, until when it still
 	// forwards and replicates their flows (DrainFor).
 	draining map[netip.Addr]time.Time
+	// takenFrom are the IPs this node took from another holder less than
+	// DrainFor ago, and from which node (PassingOn).
+	takenFrom map[netip.Addr]handback
+	// former are nodes gone from the API lately, with their addresses.
+	former map[string]formerNode
 	// peerSeen is when each peer was last one (peersLocked).
 	peerSeen map[string]time.Time
 	// placed is when this node saw each IP's API holder and epoch
@@ -137,7 +142,7 @@ func New(cfg Config) *Runtime {
 		cfg: cfg, boot: binary.LittleEndian.Uint64(b[:]),
 		lastHeard: map[string]time.Time{}, hears: map[string][]string{}, heard: map[netip.Addr]claim{},
 		own: map[netip.Addr]int64{}, holders: map[netip.Addr]Holder{}, suppressed: map[netip.Addr]time.Time{},
-		probing: map[netip.Addr]bool{}, silentLogged: map[netip.Addr]bool{}, suspected: map[netip.Addr]bool{}, draining: map[netip.Addr]time.Time{}, peerSeen: map[string]time.Time{},
+		probing: map[netip.Addr]bool{}, silentLogged: map[netip.Addr]bool{}, suspected: map[netip.Addr]bool{}, draining: map[netip.Addr]time.Time{}, takenFrom: map[netip.Addr]handback{}, former: map[string]formerNode{}, peerSeen: map[string]time.Time{},
 	}
 }
 
@@ -154,9 +159,21 @@ func (r *Runtime) SetKick(kick func()) {
 func (r *Runtime) Update(w World) map[netip.Addr]Holder {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	now := time.Now()
+	// A node gone from the API (a deleted Node) keeps its address here
+	// for a while: the IPs taken from it are passed on to it (PassingOn).
+	for name, ip := range r.world.Nodes {
+		if _, ok := w.Nodes[name]; !ok {
+			r.former[name] = formerNode{addr: ip, gone: now}
+		}
+	}
+	for name, f := range r.former {
+		if _, back := w.Nodes[name]; back || now.Sub(f.gone) > formerFor {
+			delete(r.former, name)
+		}
+	}
 	r.world = w
 	r.self = w.Nodes[r.cfg.NodeName]
-	now := time.Now()
 	// When each IP got the holder the API names: a holder is given time
 	// to put a fresh IP on its uplink before its silence means anything.
 	placed := map[netip.Addr]placement{}
@@ -256,8 +273,20 @@ func (r *Runtime) recomputeLocked(now time.Time) bool {
 		}
 	}
 	for ip, cur := range h {
-		if cur.Node == r.cfg.NodeName {
-			delete(r.draining, ip)
+		if cur.Node != r.cfg.NodeName {
+			delete(r.takenFrom, ip)
+			continue
+		}
+		delete(r.draining, ip)
+		if old := r.holders[ip]; old.Node != "" && old.Node != r.cfg.NodeName {
+			addr, ok := r.world.Nodes[old.Node]
+			if !ok {
+				addr, ok = r.former[old.Node].addr, r.former[old.Node].addr.IsValid()
+			}
+			if ok {
+				r.takenFrom[ip] = handback{addr: addr, until: now.Add(DrainFor)}
+				time.AfterFunc(DrainFor+10*time.Millisecond, r.endDrain)
+			}
 		}
 	}
 	r.holders = h
@@ -642,6 +671,41 @@ func (r *Runtime) drainingLocked(now time.Time) map[netip.Addr]bool {
 			out[ip] = true
 		} else {
 			delete(r.draining, ip)
+		}
+	}
+	return out
+}
+
+// handback is the address of the node an IP was taken from, until when.
+type handback struct {
+	addr  netip.Addr
+	until time.Time
+}
+
+// formerNode is the address of a node gone from the API, and since when.
+type formerNode struct {
+	addr netip.Addr
+	gone time.Time
+}
+
+// formerFor is how long the address of a node gone from the API is kept.
+const formerFor = time.Minute
+
+// PassingOn maps each floating IP this node took from another node less
+// than DrainFor ago to that node's address: replies of connections it
+// SNATed just before the move may reach this node before their
+// replicated state, and are passed on to it (nft State.PassOn). A node
+// whose Node was deleted is still passed to.
+func (r *Runtime) PassingOn() map[netip.Addr]netip.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	out := map[netip.Addr]netip.Addr{}
+	for ip, b := range r.takenFrom {
+		if now.Before(b.until) {
+			out[ip] = b.addr
+		} else {
+			delete(r.takenFrom, ip)
 		}
 	}
 	return out

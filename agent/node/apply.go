@@ -115,10 +115,24 @@ type reconciler struct {
 	holding []netip.Addr
 	// logged is the last message logged per key (logOnce).
 	logged map[string]string
-	// ownNode is the last copy of this node's Node the API showed
-	// (withOwnNode).
+	// ownNode is the last copy of this node's Node the API showed, seen
+	// the nodes of the last view, and gone the other Nodes deleted lately
+	// (withGoneNodes).
 	ownNode *corev1.Node
+	seen    map[string]*corev1.Node
+	gone    map[string]goneNode
 }
+
+// goneNode is the last copy of a deleted Node, and when it went.
+type goneNode struct {
+	node *corev1.Node
+	at   time.Time
+}
+
+// goneNodeFor is how long a deleted Node stays in the plan: tunnels to it
+// keep working while the controller moves its floating IPs away and their
+// new holder takes them.
+const goneNodeFor = time.Minute
 
 func newReconciler(cfg Config) reconciler {
 	return reconciler{cfg: cfg, st: nodestate.State{Dir: cfg.StateDir}, now: time.Now}
@@ -130,7 +144,7 @@ const lockWait = 10 * time.Second
 
 // reconcile programs the node from v.
 func (r *reconciler) reconcile(v view) error {
-	v = r.withOwnNode(v)
+	v = r.withGoneNodes(v)
 	if err := r.writeSnapshot(v); err != nil {
 		// The snapshot is only the plugin's last resort: programming the
 		// node matters more.
@@ -228,14 +242,16 @@ func (r *reconciler) apply(v view) (uplink string, added []netip.Addr, err error
 	}
 	var holders map[netip.Addr]ha.Holder
 	var draining map[netip.Addr]bool
+	var passOn map[netip.Addr]netip.Addr
 	if r.cfg.HA != nil {
 		holders = r.cfg.HA.Update(v.haWorld())
 		draining = r.cfg.HA.Draining()
+		passOn = r.cfg.HA.PassingOn()
 	}
 	d, err := plan(v, facts{
 		nodeName: r.cfg.NodeName, port: r.cfg.Port, uplink: uplink, uplinkMTU: mtu, underlayRoutes: direct,
 		records: recs, held: held, pods: pods, ifaces: ifaces, now: r.now(), ignorePodRanges: r.cfg.IgnorePodRanges, settings: r.cfg.Settings,
-		holders: holders, draining: draining,
+		holders: holders, draining: draining, passOn: passOn,
 	})
 	if err != nil {
 		return "", nil, err
@@ -332,31 +348,59 @@ func (r *reconciler) rebuild(v view, recs []nodestate.PodRecord, ifaces map[stri
 	return out
 }
 
-// logOnce logs msg unless the last message logged under key was msg.
-// withOwnNode is v with this node's Node, the last copy seen when the
-// API has none: a Node deleted while its machine runs on (kubectl delete
-// node) must not freeze the node's datapath with the floating IPs the
-// controller moved away still on its uplink. Planned with its last copy,
-// the node lets them go once their new holder claims them, and keeps its
-// pods steered.
-func (r *reconciler) withOwnNode(v view) view {
+// withGoneNodes is v with the Nodes the API no longer shows but that
+// matter still: this node's own, its last copy, for as long as it is gone
+// (a Node deleted while its machine runs on, kubectl delete node, must not
+// freeze the node's datapath with the floating IPs the controller moved
+// away still on its uplink: planned with its last copy, the node lets them
+// go once their new holder claims them, and keeps its pods steered); and
+// every other for goneNodeFor after it went, so that tunnels to a deleted
+// gateway keep working until its IPs have moved.
+func (r *reconciler) withGoneNodes(v view) view {
+	now := r.now()
+	if r.gone == nil {
+		r.gone = map[string]goneNode{}
+	}
+	for name, n := range r.seen {
+		if _, ok := v.nodes[name]; !ok && name != r.cfg.NodeName {
+			r.gone[name] = goneNode{node: n, at: now}
+		}
+	}
+	r.seen = v.nodes
 	if n, ok := v.nodes[r.cfg.NodeName]; ok {
 		r.ownNode = n
 		r.mu.Lock()
 		delete(r.logged, "own-node")
 		r.mu.Unlock()
+	}
+	var extra map[string]*corev1.Node
+	for name, g := range r.gone {
+		if _, back := v.nodes[name]; back || now.Sub(g.at) >= goneNodeFor {
+			delete(r.gone, name)
+			continue
+		}
+		if extra == nil {
+			extra = map[string]*corev1.Node{}
+		}
+		extra[name] = g.node
+	}
+	if _, ok := v.nodes[r.cfg.NodeName]; !ok && r.ownNode != nil {
+		r.logOnce("own-node", fmt.Sprintf("node: the Node %s is gone from the API: planning with its last copy", r.cfg.NodeName))
+		if extra == nil {
+			extra = map[string]*corev1.Node{}
+		}
+		extra[r.cfg.NodeName] = r.ownNode
+	}
+	if extra == nil {
 		return v
 	}
-	if r.ownNode == nil {
-		return v
-	}
-	r.logOnce("own-node", fmt.Sprintf("node: the Node %s is gone from the API: planning with its last copy", r.cfg.NodeName))
 	nodes := maps.Clone(v.nodes)
-	nodes[r.cfg.NodeName] = r.ownNode
+	maps.Copy(nodes, extra)
 	v.nodes = nodes
 	return v
 }
 
+// logOnce logs msg unless the last message logged under key was msg.
 func (r *reconciler) logOnce(key, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

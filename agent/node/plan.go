@@ -54,6 +54,9 @@ type facts struct {
 	// holding the address, until every node has re-pointed
 	// (ha.DrainFor).
 	draining map[netip.Addr]bool
+	// passOn are the floating IPs this node took over moments ago, each
+	// with the address of the node it took it from (ha.Runtime.PassingOn).
+	passOn map[netip.Addr]netip.Addr
 }
 
 // desired is the node's whole desired state.
@@ -120,6 +123,7 @@ func plan(v view, f facts) (desired, error) {
 	allowReplies(d.nft.TunnelPeers, d.links.Tunnels, standbys(v, f.holders))
 	d.links.FloatingIPs, d.links.ReleasedIPs = floatingIPs(v, f.nodeName, f.held, f.holders)
 	d.nft.HeldIPs = d.links.FloatingIPs
+	d.nft.PassOn, d.nft.Released = handover(f, d.nft.HeldIPs)
 	d.held = slices.Concat(f.held, d.links.FloatingIPs)
 	slices.SortFunc(d.held, netip.Addr.Compare)
 	d.held = slices.Compact(d.held)
@@ -210,6 +214,30 @@ func allowReplies(peers []nft.TunnelPeer, tunnels []datapath.Tunnel, standby map
 			}
 		}
 	}
+}
+
+// handover is, of the floating IPs that moved moments ago, those this
+// node took over that it passes stateless TCP on for, to the address of
+// the node it took each from, and those it let go and still drains.
+func handover(f facts, held []netip.Addr) (map[netip.Addr]netip.Addr, []netip.Addr) {
+	var passOn map[netip.Addr]netip.Addr
+	for ip, to := range f.passOn {
+		if !slices.Contains(held, ip) || !to.Is4() || to == ip {
+			continue
+		}
+		if passOn == nil {
+			passOn = map[netip.Addr]netip.Addr{}
+		}
+		passOn[ip] = to
+	}
+	var released []netip.Addr
+	for ip := range f.draining {
+		if !slices.Contains(held, ip) && ip.Is4() {
+			released = append(released, ip)
+		}
+	}
+	slices.SortFunc(released, netip.Addr.Compare)
+	return passOn, released
 }
 
 // standbys maps the address of each floating IP's holder to that of the

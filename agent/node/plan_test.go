@@ -693,6 +693,17 @@ func TestANodeThatLetAnIPGoKeepsForwardingItsPolicyWhileDraining(t *testing.T) {
 	if slices.Contains(d.links.FloatingIPs, egress) || !slices.Contains(d.links.ReleasedIPs, egress) {
 		t.Errorf("draining gw-1 holds %v, releases %v; want %s released (gw-2 answers ARP for it)", d.links.FloatingIPs, d.links.ReleasedIPs, egress)
 	}
+	if !slices.Equal(d.nft.Released, []netip.Addr{egress}) {
+		t.Errorf("draining gw-1 drops stateless TCP to %v; want %s", d.nft.Released, egress)
+	}
+
+	// gw-2, which took it from gw-1, passes stateless TCP to it on to gw-1.
+	took := testFacts()
+	took.nodeName = "gw-2"
+	took.passOn = map[netip.Addr]netip.Addr{egress: netip.MustParseAddr("10.0.0.21")}
+	if d := mustPlan(t, v, took); !maps.Equal(d.nft.PassOn, took.passOn) {
+		t.Errorf("gw-2 passes on %v; want %s to gw-1's 10.0.0.21", d.nft.PassOn, egress)
+	}
 	f.draining = nil
 	if d = mustPlan(t, v, f); d.links.Tunnels[0].Mode != nft.ModeTunnel {
 		t.Errorf("after the drain gw-1 is in mode %s; want tunnel to gw-2", d.links.Tunnels[0].Mode)

@@ -728,3 +728,35 @@ func TestADeletedOwnNodeStillLetsItsFloatingIPsGo(t *testing.T) {
 	}
 	n.check(w, "after the node's own Node was deleted")
 }
+
+// TestADeletedGatewayNodeStaysATunnelTargetForAWhile: the Node of the
+// gateway a policy tunnels to is deleted (its machine runs on): the
+// worker keeps tunnelling to it for goneNodeFor, until the IPs have moved,
+// instead of dropping the policy's traffic at once, and forgets it after.
+func TestADeletedGatewayNodeStaysATunnelTargetForAWhile(t *testing.T) {
+	n := newTestNode(t)
+	w := fullWorld()
+	n.sync(w)
+	mode := func() nft.Mode {
+		for _, p := range n.k.state().Policies {
+			if p.ID == 1 {
+				return p.Mode
+			}
+		}
+		t.Fatalf("policy purple (1) not programmed")
+		return 0
+	}
+	if m := mode(); m != nft.ModeTunnel {
+		t.Fatalf("before: purple in mode %s; want tunnel to gw-1", m)
+	}
+	w.gwNodes["gw-1"] = false
+	n.sync(w)
+	if m := mode(); m != nft.ModeTunnel {
+		t.Errorf("right after gw-1's Node was deleted, purple is in mode %s; want still tunnel to gw-1", m)
+	}
+	n.r.now = func() time.Time { return testNow.Add(goneNodeFor) }
+	n.sync(w)
+	if m := mode(); m == nft.ModeTunnel {
+		t.Errorf("goneNodeFor after gw-1's Node was deleted, purple still tunnels to it")
+	}
+}
