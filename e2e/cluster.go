@@ -65,6 +65,9 @@ type Cluster interface {
 	// network namespace of the pod of node that holds podIP, without the
 	// API server (kubectl exec needs it).
 	PodExec(ctx context.Context, node string, podIP netip.Addr, argv ...string) (string, error)
+	// KillOnNode kills (SIGKILL) every process of a node whose command
+	// line begins with cmdline and says how many it killed.
+	KillOnNode(node string, cmdline ...string) (int, error)
 	// RejoinNode brings a node whose Node object was deleted back: its
 	// kubelet registers it again; it returns once the node is Ready.
 	RejoinNode(ctx context.Context, node string) error
@@ -131,6 +134,10 @@ func (c labCluster) UplinkAddrs(node string) ([]string, error) { return c.lab.Up
 
 func (c labCluster) SetAPIServer(ctx context.Context, up bool) error {
 	return c.lab.SetAPIServer(ctx, up)
+}
+
+func (c labCluster) KillOnNode(node string, cmdline ...string) (int, error) {
+	return c.lab.KillOnNode(node, cmdline...)
 }
 
 func (c labCluster) RejoinNode(ctx context.Context, node string) error {

@@ -398,7 +398,7 @@ func TestRollingTheAgentsMovesNoIP(t *testing.T) {
 
 // plannedMoveFailures judges new connections across a planned move. The
 // target is none failed; what is reached is at most one, a single 300 ms
-// timeout, in about one move of ten (BENCHMARKS.md): a connection opened
+// timeout, in about one move of twelve (BENCHMARKS.md): a connection opened
 // in the moment of the move whose SYN went through but whose request went
 // unanswered in time (issue 10, item 5, not fully met). More than one
 // failure, or a gap of a second, fails.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,13 +14,14 @@ import (
 
 // TestAgentRestartsAreInvisibleToTraffic: a selected pod streams requests
 // to its backend over one TCP connection while the agents restart the
-// ways they do in a cluster: the agent of the pod's node and of its
-// gateway force-deleted, their ServiceAccount recreated (every running
-// agent's token is then rejected, which must not read as an uninstall)
-// before the agents roll, the node's pod records lost (rebuilt from the
-// API), and a rolling update of the DaemonSet. The
-// connection survives each, no request goes unanswered for a second, and
-// the pod keeps its element.
+// ways they do in a cluster: the agent of the pod's node force-deleted,
+// then killed twice (SIGKILL, as the OOM killer does; the kubelet
+// restarts it with a back-off, a crash loop), the gateway's agent
+// force-deleted, their ServiceAccount recreated (every running agent's
+// token is then rejected, which must not read as an uninstall) before the
+// agents roll, the node's pod records lost (rebuilt from the API), and a
+// rolling update of the DaemonSet. The connection survives each, no
+// request goes unanswered for a second, and the pod keeps its element.
 func TestAgentRestartsAreInvisibleToTraffic(t *testing.T) {
 	c := cluster(t)
 	ctx := context.Background()
@@ -57,6 +59,22 @@ func TestAgentRestartsAreInvisibleToTraffic(t *testing.T) {
 				return err == nil && len(pods.Items) == 1 && pods.Items[0].Name != agent, nil
 			})
 			rolledOut(t)
+		}},
+		{"the agent of the pod's node is killed twice, as the OOM killer does, and the kubelet restarts it in a crash loop", 60 * time.Second, func(t *testing.T) {
+			agent := agentOn(t, node)
+			for i := 1; i <= 2; i++ {
+				if n, err := c.KillOnNode(node, "/nsegress-agent", "run"); err != nil || n != 1 {
+					t.Fatalf("kill the agent on %s: %d killed, %v; want 1", node, n, err)
+				}
+				privtest.Eventually(t, 50*time.Second, fmt.Sprintf("the agent on %s restarted %d times and ready", node, i), func() (bool, error) {
+					p, err := cs.CoreV1().Pods("nsegress-system").Get(ctx, agent, metav1.GetOptions{})
+					if err != nil || len(p.Status.ContainerStatuses) != 1 {
+						return false, nil
+					}
+					st := p.Status.ContainerStatuses[0]
+					return int(st.RestartCount) >= i && st.Ready, nil
+				})
+			}
 		}},
 		{"the agent of the gateway is force-deleted", 25 * time.Second, func(t *testing.T) {
 			agent := agentOn(t, gateway)

@@ -7,7 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -195,4 +197,32 @@ func (l *Lab) RejoinNode(ctx context.Context, name string) error {
 		return l.publishPodCIDR(ctx, n)
 	}
 	return fmt.Errorf("no node %q in the lab", name)
+}
+
+// KillOnNode kills every process of a node (its daemons' and its pods')
+// whose command line begins with cmdline, with SIGKILL, as the kernel's
+// OOM killer does, and returns how many it killed.
+func (l *Lab) KillOnNode(node string, cmdline ...string) (int, error) {
+	if l.host(node) == nil {
+		return 0, fmt.Errorf("no host %s", node)
+	}
+	pids, err := cgroupPIDsBelow(node)
+	if err != nil {
+		return 0, err
+	}
+	killed := 0
+	for pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) < len(cmdline) || !slices.Equal(args[:len(cmdline)], cmdline) {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err == nil {
+			killed++
+		}
+	}
+	return killed, nil
 }

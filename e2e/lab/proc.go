@@ -92,14 +92,18 @@ func makeCgroup(rel string) error {
 }
 
 // cgroupPIDs returns every process in the lab's subtree, in any hierarchy.
-func cgroupPIDs() (map[int]bool, error) {
+func cgroupPIDs() (map[int]bool, error) { return cgroupPIDsBelow("") }
+
+// cgroupPIDsBelow returns every process in the group rel of the lab's
+// subtree (a node's name: its daemons and pods), in any hierarchy.
+func cgroupPIDsBelow(rel string) (map[int]bool, error) {
 	mounts, err := cgroupMounts()
 	if err != nil {
 		return nil, err
 	}
 	pids := map[int]bool{}
 	for _, m := range mounts {
-		root := filepath.Join(m, cgroupName)
+		root := filepath.Join(m, cgroupName, rel)
 		err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 			if err != nil {
 				if errors.Is(err, os.ErrNotExist) {
