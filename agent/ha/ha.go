@@ -85,8 +85,6 @@ type Runtime struct {
 	// takenFrom are the IPs this node took from another holder less than
 	// DrainFor ago, and from which node (PassingOn).
 	takenFrom map[netip.Addr]handback
-	// former are nodes gone from the API lately, with their addresses.
-	former map[string]formerNode
 	// peerSeen is when each peer was last one (peersLocked).
 	peerSeen map[string]time.Time
 	// placed is when this node saw each IP's API holder and epoch
@@ -142,7 +140,7 @@ func New(cfg Config) *Runtime {
 		cfg: cfg, boot: binary.LittleEndian.Uint64(b[:]),
 		lastHeard: map[string]time.Time{}, hears: map[string][]string{}, heard: map[netip.Addr]claim{},
 		own: map[netip.Addr]int64{}, holders: map[netip.Addr]Holder{}, suppressed: map[netip.Addr]time.Time{},
-		probing: map[netip.Addr]bool{}, silentLogged: map[netip.Addr]bool{}, suspected: map[netip.Addr]bool{}, draining: map[netip.Addr]time.Time{}, takenFrom: map[netip.Addr]handback{}, former: map[string]formerNode{}, peerSeen: map[string]time.Time{},
+		probing: map[netip.Addr]bool{}, silentLogged: map[netip.Addr]bool{}, suspected: map[netip.Addr]bool{}, draining: map[netip.Addr]time.Time{}, takenFrom: map[netip.Addr]handback{}, peerSeen: map[string]time.Time{},
 	}
 }
 
@@ -160,18 +158,6 @@ func (r *Runtime) Update(w World) map[netip.Addr]Holder {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	// A node gone from the API (a deleted Node) keeps its address here
-	// for a while: the IPs taken from it are passed on to it (PassingOn).
-	for name, ip := range r.world.Nodes {
-		if _, ok := w.Nodes[name]; !ok {
-			r.former[name] = formerNode{addr: ip, gone: now}
-		}
-	}
-	for name, f := range r.former {
-		if _, back := w.Nodes[name]; back || now.Sub(f.gone) > formerFor {
-			delete(r.former, name)
-		}
-	}
 	r.world = w
 	r.self = w.Nodes[r.cfg.NodeName]
 	// When each IP got the holder the API names: a holder is given time
@@ -279,11 +265,9 @@ func (r *Runtime) recomputeLocked(now time.Time) bool {
 		}
 		delete(r.draining, ip)
 		if old := r.holders[ip]; old.Node != "" && old.Node != r.cfg.NodeName {
-			addr, ok := r.world.Nodes[old.Node]
-			if !ok {
-				addr, ok = r.former[old.Node].addr, r.former[old.Node].addr.IsValid()
-			}
-			if ok {
+			// A deleted Node is still in the world: the node role keeps
+			// it for a minute (node.goneNodeFor).
+			if addr, ok := r.world.Nodes[old.Node]; ok {
 				r.takenFrom[ip] = handback{addr: addr, until: now.Add(DrainFor)}
 				time.AfterFunc(DrainFor+10*time.Millisecond, r.endDrain)
 			}
@@ -682,20 +666,10 @@ type handback struct {
 	until time.Time
 }
 
-// formerNode is the address of a node gone from the API, and since when.
-type formerNode struct {
-	addr netip.Addr
-	gone time.Time
-}
-
-// formerFor is how long the address of a node gone from the API is kept.
-const formerFor = time.Minute
-
 // PassingOn maps each floating IP this node took from another node less
 // than DrainFor ago to that node's address: replies of connections it
 // SNATed just before the move may reach this node before their
-// replicated state, and are passed on to it (nft State.PassOn). A node
-// whose Node was deleted is still passed to.
+// replicated state, and are passed on to it (nft State.PassOn).
 func (r *Runtime) PassingOn() map[netip.Addr]netip.Addr {
 	r.mu.Lock()
 	defer r.mu.Unlock()

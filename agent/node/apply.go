@@ -145,6 +145,14 @@ const lockWait = 10 * time.Second
 // reconcile programs the node from v.
 func (r *reconciler) reconcile(v view) error {
 	v = r.withGoneNodes(v)
+	if r.cfg.HA != nil {
+		// First, whatever the reconcile then meets: the HA runtime acts
+		// on the API's standbys, and a node whose reconcile fails (its
+		// state lock held, nft busy) must still take over. Its world
+		// holds the Nodes deleted lately too (withGoneNodes), whose
+		// addresses it passes replies on to.
+		r.cfg.HA.Update(v.haWorld())
+	}
 	if err := r.writeSnapshot(v); err != nil {
 		// The snapshot is only the plugin's last resort: programming the
 		// node matters more.
@@ -373,25 +381,19 @@ func (r *reconciler) withGoneNodes(v view) view {
 		delete(r.logged, "own-node")
 		r.mu.Unlock()
 	}
-	var extra map[string]*corev1.Node
+	extra := map[string]*corev1.Node{}
 	for name, g := range r.gone {
 		if _, back := v.nodes[name]; back || now.Sub(g.at) >= goneNodeFor {
 			delete(r.gone, name)
 			continue
 		}
-		if extra == nil {
-			extra = map[string]*corev1.Node{}
-		}
 		extra[name] = g.node
 	}
 	if _, ok := v.nodes[r.cfg.NodeName]; !ok && r.ownNode != nil {
 		r.logOnce("own-node", fmt.Sprintf("node: the Node %s is gone from the API: planning with its last copy", r.cfg.NodeName))
-		if extra == nil {
-			extra = map[string]*corev1.Node{}
-		}
 		extra[r.cfg.NodeName] = r.ownNode
 	}
-	if extra == nil {
+	if len(extra) == 0 {
 		return v
 	}
 	nodes := maps.Clone(v.nodes)

@@ -754,6 +754,11 @@ func TestADeletedGatewayNodeStaysATunnelTargetForAWhile(t *testing.T) {
 	if m := mode(); m != nft.ModeTunnel {
 		t.Errorf("right after gw-1's Node was deleted, purple is in mode %s; want still tunnel to gw-1", m)
 	}
+	// The HA runtime's world keeps it too: a floating IP taken from it is
+	// passed on to its address (ha.Runtime.PassingOn).
+	if ip := n.r.withGoneNodes(w.view()).haWorld().Nodes["gw-1"]; ip != netip.MustParseAddr("10.0.0.21") {
+		t.Errorf("right after gw-1's Node was deleted, the HA world has it at %v; want 10.0.0.21", ip)
+	}
 	n.r.now = func() time.Time { return testNow.Add(goneNodeFor) }
 	n.sync(w)
 	if m := mode(); m == nft.ModeTunnel {

@@ -194,12 +194,6 @@ func (r *Role) reconcileView() error {
 	if err != nil {
 		return err
 	}
-	if r.cfg.HA != nil {
-		// First, whatever the reconcile then meets: the HA runtime acts
-		// on the API's standbys, and a node whose reconcile fails (its
-		// state lock held, nft busy) must still take over.
-		r.cfg.HA.Update(v.haWorld())
-	}
 	return r.reconcile(v)
 }
 

@@ -160,7 +160,7 @@ func (l *Lab) SetAPIServer(ctx context.Context, up bool) error {
 // argv[0] of "labbox" runs the lab's labbox binary.
 func (l *Lab) PodExec(ctx context.Context, node string, podIP netip.Addr, argv ...string) ([]byte, error) {
 	find := `for n in $(ls /run/netns); do
-	if ip -n "$n" -4 -o addr show | grep -q " inet $1/"; then echo "$n"; fi
+	if ip -n "$n" -4 -o addr show | grep -qF " inet $1/"; then echo "$n"; fi
 done`
 	out, err := l.NodeExec(ctx, node, "sh", "-c", find, "find", podIP.String())
 	if err != nil {
@@ -170,10 +170,7 @@ done`
 	if len(names) != 1 {
 		return nil, fmt.Errorf("%s: %d network namespaces hold %s (%q), want one", node, len(names), podIP, names)
 	}
-	if len(argv) > 0 && argv[0] == "labbox" {
-		argv = append([]string{l.cfg.Labbox}, argv[1:]...)
-	}
-	return l.NodeExec(ctx, node, append([]string{"nsenter", "--net=/run/netns/" + names[0], "--"}, argv...)...)
+	return l.NodeExec(ctx, node, append([]string{"nsenter", "--net=/run/netns/" + names[0], "--"}, l.labboxArgv(argv)...)...)
 }
 
 // RejoinNode brings back a node whose Node object was deleted, as an

@@ -162,10 +162,16 @@ func (l *Lab) HostExec(ctx context.Context, name string, argv ...string) ([]byte
 	if h == nil || (name != "firewall" && !strings.HasPrefix(name, "backend-")) {
 		return nil, fmt.Errorf("no host %q outside the cluster in the lab (firewall, backend-N)", name)
 	}
+	return l.run(ctx, h, nil, l.labboxArgv(argv)...)
+}
+
+// labboxArgv is argv with an argv[0] of "labbox" replaced by the path of
+// the lab's labbox binary.
+func (l *Lab) labboxArgv(argv []string) []string {
 	if len(argv) > 0 && argv[0] == "labbox" {
-		argv = append([]string{l.cfg.Labbox}, argv[1:]...)
+		return append([]string{l.cfg.Labbox}, argv[1:]...)
 	}
-	return l.run(ctx, h, nil, argv...)
+	return argv
 }
 
 // FirewallAllow opens a hole in the firewall for src to the backend, for
