@@ -233,3 +233,103 @@ func plainFlow(k tupleKey) conntrack.Flow {
 	f.TupleReply.Proto = conntrack.ProtoTuple{Protocol: k.proto, SourcePort: k.dstPort, DestinationPort: k.srcPort}
 	return f
 }
+
+// For an IP this node holds, a peer's entry only fills a gap or moves a
+// handshake on: a flow whose SYN the former holder sent, and whose
+// handshake completed there, must not stay SYN_SENT here (its pod's
+// segments would be invalid), but the kernel's own later state is never
+// moved back.
+func TestAdoptMovesOnlyAHandshakeOn(t *testing.T) {
+	requireNetNS(t)
+	n := newTestNS(t, "holder")
+	n.nft(t, gatewayRules)
+	syn := entry{
+		key:   tupleKey{proto: unix.IPPROTO_TCP, src: podIP, dst: serverIP, srcPort: 42000, dstPort: serverPort},
+		natIP: floatIP, natPort: 42001, mark: markPol1, timeout: 120,
+		status: uint32(conntrack.StatusSrcNAT), tcpState: tcpSynSent,
+	}
+	established := syn
+	established.timeout, established.tcpState = 600, tcpEstablished
+	established.status |= uint32(conntrack.StatusSeenReply | conntrack.StatusAssured)
+	finWait := established
+	finWait.tcpState = 4 // FIN_WAIT
+	other := established
+	other.natPort = 42002
+	n.do(t, "adopt", func() error {
+		in, err := dialInjector()
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		state := func() (uint8, conntrack.Status, error) {
+			got, err := in.get(syn.key)
+			if err != nil {
+				return 0, 0, err
+			}
+			if got.ProtoInfo.TCP == nil {
+				return 0, 0, errors.New("no TCP protoinfo")
+			}
+			return got.ProtoInfo.TCP.State, got.Status, nil
+		}
+		for _, step := range []struct {
+			what    string
+			e       entry
+			changed bool
+			want    uint8
+		}{
+			{"the SYN, on an empty table", syn, true, tcpSynSent},
+			{"the same SYN again", syn, false, tcpSynSent},
+			{"another binding of the flow", other, false, tcpSynSent},
+			{"the completed handshake", established, true, tcpEstablished},
+			{"a later state, the kernel's own now", finWait, false, tcpEstablished},
+			{"the SYN, late", syn, false, tcpEstablished},
+		} {
+			changed, err := in.adopt(step.e)
+			if err != nil {
+				return fmt.Errorf("%s: %w", step.what, err)
+			}
+			got, status, err := state()
+			if err != nil {
+				return fmt.Errorf("%s: %w", step.what, err)
+			}
+			if changed != step.changed || got != step.want {
+				return fmt.Errorf("%s: changed %t, state %d; want %t, %d", step.what, changed, got, step.changed, step.want)
+			}
+			if got == tcpEstablished && (!status.SeenReply() || !status.Assured() || !status.SrcNAT()) {
+				return fmt.Errorf("%s: status %s, want SEEN_REPLY, ASSURED and the NAT bits", step.what, status)
+			}
+		}
+		return nil
+	})
+}
+
+func TestHandshakeBehind(t *testing.T) {
+	tcp := func(s uint8) conntrack.Flow {
+		var f conntrack.Flow
+		f.ProtoInfo.TCP = &conntrack.ProtoInfoTCP{State: s}
+		return f
+	}
+	e := func(proto, s uint8) entry { return entry{key: tupleKey{proto: proto}, tcpState: s} }
+	for _, c := range []struct {
+		cur  conntrack.Flow
+		e    entry
+		want bool
+	}{
+		{tcp(tcpSynSent), e(unix.IPPROTO_TCP, tcpSynRecv), true},
+		{tcp(tcpSynSent), e(unix.IPPROTO_TCP, tcpEstablished), true},
+		{tcp(tcpSynSent2), e(unix.IPPROTO_TCP, tcpEstablished), true},
+		{tcp(tcpSynRecv), e(unix.IPPROTO_TCP, tcpEstablished), true},
+		{tcp(tcpSynRecv), e(unix.IPPROTO_TCP, tcpClose), true},
+		{tcp(tcpSynSent), e(unix.IPPROTO_TCP, tcpSynSent2), false},
+		{tcp(tcpSynRecv), e(unix.IPPROTO_TCP, tcpSynSent), false},
+		{tcp(tcpSynSent), e(unix.IPPROTO_TCP, tcpSynSent), false},
+		{tcp(tcpEstablished), e(unix.IPPROTO_TCP, 4), false},
+		{tcp(tcpSynSent), e(unix.IPPROTO_TCP, tcpClose+1), false},
+		{tcp(tcpSynSent), e(unix.IPPROTO_UDP, tcpEstablished), false},
+		{conntrack.Flow{}, e(unix.IPPROTO_TCP, tcpEstablished), false},
+	} {
+		if got := handshakeBehind(c.cur, c.e); got != c.want {
+			t.Errorf("kernel %+v, peer state %d proto %d: %t, want %t", c.cur.ProtoInfo.TCP, c.e.tcpState, c.e.key.proto, got, c.want)
+		}
+	}
+}

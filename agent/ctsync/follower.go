@@ -3,14 +3,11 @@ package ctsync
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Follower keeps a peer's entries in this namespace's conntrack table.
@@ -19,10 +16,13 @@ type Follower struct {
 	// Local says whether this node holds natIP now. The entries of an IP
 	// it holds are its own kernel's to keep: what a peer says of them is
 	// only ever added where the kernel has no entry of the flow (a flow a
-	// former holder opened while it handed the IP over), never deleted or
-	// changed (a dump of a former holder that no longer has them, its
-	// DESTROY events as its stale copies time out), or the live flows of
-	// a takeover would lose their state. nil holds none.
+	// former holder opened while it handed the IP over), or moved on
+	// where the kernel's entry is still in a TCP handshake state the peer
+	// has passed (a flow opened at the move, whose handshake completed at
+	// the peer); never deleted or moved back (a dump of a former holder
+	// that no longer has them, its DESTROY events as its stale copies
+	// time out), or the live flows of a takeover would lose their state.
+	// nil holds none.
 	Local func(natIP netip.Addr) bool
 
 	mu    sync.Mutex
@@ -191,10 +191,10 @@ func (st *followState) apply(m message) {
 				continue
 			}
 			if st.local(e.natIP) {
-				if err := st.in.create(e); err != nil && !errors.Is(err, unix.EEXIST) {
+				if changed, err := st.in.adopt(e); err != nil {
 					st.cfg.Logf("ctsync: %v", err)
 					failed++
-				} else if err == nil {
+				} else if changed {
 					applied++
 				}
 				continue

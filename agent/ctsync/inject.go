@@ -117,6 +117,70 @@ func (in *injector) upsert(e entry) error {
 	return in.create(e)
 }
 
+// adopt adds e for an IP this node holds, where the kernel's own
+// entries are authoritative, and says whether it changed the table: it
+// creates e when the kernel has no entry of the flow, and moves the
+// kernel's entry of e's binding on to e's TCP state when the kernel's
+// is still in the handshake and e's is past it. That is a flow opened
+// at a move: the former holder sent the SYN and its entry was copied
+// here, then the handshake completed at the former holder (the reply
+// was passed on to it, or the pod's ACK went there), whose updates
+// would otherwise never land here, so the pod's next segments would
+// be invalid in a SYN_SENT entry and dropped. Anything else is left as
+// the kernel keeps it.
+func (in *injector) adopt(e entry) (bool, error) {
+	err := in.create(e)
+	if err == nil || !errors.Is(err, unix.EEXIST) {
+		return err == nil, err
+	}
+	cur, err := in.get(e.key)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil // gone meanwhile: the kernel's call
+	}
+	if err != nil {
+		return false, err
+	}
+	if !sameBinding(cur, e) || !handshakeBehind(cur, e) {
+		return false, nil
+	}
+	// SEEN_REPLY and ASSURED can only be set, so the kernel's bits and
+	// the peer's together are a valid change.
+	status := uint32(cur.Status) | e.status&settableStatus
+	attrs := append([]netfilter.Attribute{tupleAttr(ctaTupleOrig, e.key),
+		{Type: ctaStatus, Data: netfilter.Uint32Bytes(status)}}, e.mutableAttrs()...)
+	if _, err := in.nl.execute(ipctnlMsgCTNew, 0, attrs); err != nil {
+		return false, fmt.Errorf("advance %s: %w", e, err)
+	}
+	return true, nil
+}
+
+// TCP conntrack states (enum tcp_conntrack) that handshakeBehind
+// orders.
+const (
+	tcpSynSent     = 1
+	tcpSynRecv     = 2
+	tcpEstablished = 3
+	tcpClose       = 8
+	tcpSynSent2    = 9
+)
+
+// handshakeBehind says whether the kernel's TCP entry cur is still in
+// the handshake (SYN_SENT, SYN_SENT2, SYN_RECV) and e's state is later
+// in the connection's life.
+func handshakeBehind(cur conntrack.Flow, e entry) bool {
+	if e.key.proto != unix.IPPROTO_TCP || cur.ProtoInfo.TCP == nil {
+		return false
+	}
+	rank := func(s uint8) uint8 {
+		if s == tcpSynSent2 {
+			return tcpSynSent
+		}
+		return s
+	}
+	now, peer := rank(cur.ProtoInfo.TCP.State), rank(e.tcpState)
+	return now >= tcpSynSent && now <= tcpSynRecv && peer > now && peer <= tcpClose
+}
+
 // remove deletes e's copy when the table holds e's binding, and says
 // whether it did; an entry of the same tuple with another binding is not
 // e's to delete.
