@@ -35,7 +35,8 @@
 // messages; at dump-end the follower deletes what it injected earlier
 // and the dump no longer holds (a DESTROY it missed); the entries of an
 // IP the follower's own node holds now are the exception (Follower.Local):
-// it only adds those it lacks. The server sends a
+// it only adds those it lacks, and moves on those its kernel still has
+// in a TCP handshake the server has completed. The server sends a
 // heartbeat every second when idle; a follower that hears nothing for
 // five seconds reconnects.
 //
