@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // Address plan (docs/design.md §6): documentation and benchmarking ranges only, so
@@ -84,7 +85,37 @@ func DefaultDir() string {
 	if d := os.Getenv("NSEGRESS_LAB_DIR"); d != "" {
 		return d
 	}
-	return filepath.Join(os.TempDir(), "nsegress-lab")
+	return filepath.Join(os.TempDir(), labName)
+}
+
+// slotEnv names the lab slot of a process. Labs of different slots run
+// on the machine at once (make test overlaps its long API server outage
+// with the other runs); within a slot they take turns. A lab touches the
+// machine through nothing but its slot's cgroup subtree, lock and
+// folder: every host of it is a namespace of its own, so two slots'
+// equal addresses and node names never meet.
+const slotEnv = "NSEGRESS_LAB_SLOT"
+
+// maxSlot bounds the slots, so that a typo cannot spread labs over the
+// machine's cgroup hierarchies.
+const maxSlot = 3
+
+// labName is this process's lab's name: its cgroup subtree, lock and
+// default folder. Slot 0, the default, is "nsegress-lab"; slot n
+// "nsegress-lab-n". slotErr is why the slot was refused (Start fails
+// with it).
+var labName, slotErr = slotName(os.Getenv(slotEnv))
+
+func slotName(v string) (string, error) {
+	const base = "nsegress-lab"
+	if v == "" || v == "0" {
+		return base, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > maxSlot || strconv.Itoa(n) != v {
+		return base, fmt.Errorf("%s=%q: want a slot number from 0 to %d", slotEnv, v, maxSlot)
+	}
+	return fmt.Sprintf("%s-%d", base, n), nil
 }
 
 // DefaultConfig is the seed topology: two workers, two gateways, three

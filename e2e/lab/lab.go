@@ -6,13 +6,15 @@
 //
 // Every host is a network namespace (nodes also get a mount namespace)
 // held open by a process of the lab, and every process the lab starts
-// lives in the cgroup subtree "nsegress-lab". Closing the lab, or starting
-// the next one after a killed run, kills that subtree and removes the
-// lab's folder; nothing of the machine's own network, mounts or sysctls
-// is touched.
+// lives in the cgroup subtree "nsegress-lab" ("nsegress-lab-N" in slot N,
+// NSEGRESS_LAB_SLOT, so that labs of different slots run at once).
+// Closing the lab, or starting the next one of its slot after a killed
+// run, kills that subtree and removes the lab's folder; nothing of the
+// machine's own network, mounts or sysctls is touched.
 package lab
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -60,6 +62,9 @@ type Lab struct {
 // removes whatever it had built. Only one lab runs on a machine at a time:
 // Start waits for the previous one to close.
 func Start(ctx context.Context, cfg Config) (*Lab, error) {
+	if slotErr != nil {
+		return nil, slotErr
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -113,7 +118,7 @@ func start(ctx context.Context, cfg Config, lock *os.File) (_ *Lab, err error) {
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(l.path(markerFile), nil, 0o644); err != nil {
+	if err := os.WriteFile(l.path(markerFile), []byte(labName), 0o644); err != nil {
 		return nil, err
 	}
 	if l.pki, err = newPKI(l.path("pki")); err != nil {
@@ -280,7 +285,7 @@ func (l *Lab) Close() error {
 }
 
 // clearLeftovers kills every process in the lab's cgroup subtree, removes
-// the subtree and removes dir if it is a lab folder.
+// the subtree and removes dir if it is a lab folder of the slot.
 func clearLeftovers(dir string) error {
 	var errs []error
 	if err := killCgroupTree(); err != nil {
@@ -289,19 +294,37 @@ func clearLeftovers(dir string) error {
 	if err := removeCgroupTree(); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, markerFile)); err == nil {
-		if err := os.RemoveAll(dir); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
-		}
-	} else if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
-		errs = append(errs, fmt.Errorf("%s exists and is not a lab folder (no %s); refusing to remove it", dir, markerFile))
+	if err := removeLabFolder(dir); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// lockPath is the machine-wide lab lock. It is one file whatever the
-// lab's folder, because the cgroup subtree a lab kills is machine-wide too.
-func lockPath() string { return filepath.Join(os.TempDir(), "nsegress-lab.lock") }
+// removeLabFolder removes dir if it is a lab folder of this slot; a
+// folder that is not a lab's, or is another slot's, is an error.
+func removeLabFolder(dir string) error {
+	mark, err := os.ReadFile(filepath.Join(dir, markerFile))
+	if err != nil {
+		if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+			return fmt.Errorf("%s exists and is not a lab folder (no %s); refusing to remove it", dir, markerFile)
+		}
+		return nil
+	}
+	// The marker names the lab's slot (empty: from before slots, slot
+	// 0's): a folder another slot's lab may be using is not ours.
+	if owner := cmp.Or(string(mark), "nsegress-lab"); owner != labName {
+		return fmt.Errorf("%s is the folder of lab %s, not of this slot's %s; refusing to remove it (give each slot its own NSEGRESS_LAB_DIR)", dir, owner, labName)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	return nil
+}
+
+// lockPath is the lab lock of the process's slot. It is one file whatever
+// the lab's folder, because the cgroup subtree a lab kills is the slot's
+// whatever the folder.
+func lockPath() string { return filepath.Join(os.TempDir(), labName+".lock") }
 
 // acquireLock takes the machine-wide lab lock, waiting for a lab that
 // another process runs to close.

@@ -159,3 +159,66 @@ func TestMachinePathsCoverTheDefaultsTheLabMoves(t *testing.T) {
 		}
 	}
 }
+
+func TestSlotNames(t *testing.T) {
+	for v, want := range map[string]string{"": "nsegress-lab", "0": "nsegress-lab", "1": "nsegress-lab-1", "3": "nsegress-lab-3"} {
+		if got, err := slotName(v); err != nil || got != want {
+			t.Errorf("slot %q: %q, %v; want %q", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"4", "-1", "01", "x", "1 ", "../x"} {
+		if _, err := slotName(v); err == nil || !strings.Contains(err.Error(), slotEnv) {
+			t.Errorf("slot %q: %v; want an error naming %s", v, err, slotEnv)
+		}
+	}
+}
+
+// A start removes a killed lab's folder of its own slot only: another
+// slot's lab may be running in it, and a folder without the marker is
+// not a lab's at all.
+func TestOnlyThisSlotsLabFolderIsRemoved(t *testing.T) {
+	folder := func(marker *string) string {
+		d := filepath.Join(t.TempDir(), "lab")
+		if err := os.MkdirAll(filepath.Join(d, "logs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if marker != nil {
+			if err := os.WriteFile(filepath.Join(d, markerFile), []byte(*marker), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	mine, before, other := labName, "", "nsegress-lab-3"
+	if labName == other {
+		other = "nsegress-lab-2"
+	}
+	if labName != "nsegress-lab" {
+		before = "nsegress-lab" // an empty marker is slot 0's; here another slot's
+	}
+	for _, c := range []struct {
+		name    string
+		marker  *string
+		removed bool
+		err     string
+	}{
+		{"this slot's", &mine, true, ""},
+		{"another slot's", &other, false, "is the folder of lab " + other},
+		{"not a lab's", nil, false, "is not a lab folder"},
+	} {
+		d := folder(c.marker)
+		err := removeLabFolder(d)
+		_, statErr := os.Stat(d)
+		if gone := os.IsNotExist(statErr); gone != c.removed || (c.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("%s: removed %t, %v; want removed %t, an error containing %q", c.name, gone, err, c.removed, c.err)
+		}
+	}
+	d := folder(&before)
+	err := removeLabFolder(d)
+	if _, statErr := os.Stat(d); (labName == "nsegress-lab") != os.IsNotExist(statErr) || (labName == "nsegress-lab") != (err == nil) {
+		t.Errorf("a marker from before slots (slot 0's), in %s: %v", labName, err)
+	}
+	if err := removeLabFolder(filepath.Join(t.TempDir(), "absent")); err != nil {
+		t.Errorf("an absent folder: %v", err)
+	}
+}

@@ -13,11 +13,12 @@ import (
 	"time"
 )
 
-// cgroupName is the lab's subtree in every cgroup hierarchy. Every process
-// the lab starts moves itself there before it execs, and the kubelets put
-// their pods below it (cgroupRoot), so killing the subtree's members kills
-// everything the lab ever ran, including what a killed earlier run left.
-const cgroupName = "nsegress-lab"
+// cgroupName is the lab's subtree in every cgroup hierarchy (its slot's,
+// see slotEnv). Every process the lab starts moves itself there before it
+// execs, and the kubelets put their pods below it (cgroupRoot), so killing
+// the subtree's members kills everything the lab ever ran, including what
+// a killed earlier run of the slot left.
+var cgroupName = labName
 
 // joinCgroup is a shell prologue that moves the shell into the cgroup named
 // by $1 in every hierarchy, then runs the rest of the script. Joining
