@@ -8,7 +8,7 @@ import (
 
 // AgentImageRef is the tag the lab's install overlay
 // (e2e/testdata/lab-install) deploys.
-const AgentImageRef = "nsegress/nsegress-agent:lab"
+const AgentImageRef = LocalPrefix + "nsegress/nsegress-agent:lab"
 
 // AgentImage builds the agent and the plugin from this checkout as static
 // binaries and packs both into the agent image (the plugin beside the

@@ -11,7 +11,7 @@ import (
 func TestPackBinaryCached(t *testing.T) {
 	cacheDir := filepath.Join(t.TempDir(), "cache") // created on demand
 	bin := writeFakeBinary(t, "agent", "version 1")
-	spec := Spec{Ref: "nsegress/agent:lab"}
+	spec := Spec{Ref: "localhost/nsegress/agent:lab"}
 
 	first, err := PackBinaryCached(cacheDir, bin, spec)
 	if err != nil {
@@ -20,8 +20,8 @@ func TestPackBinaryCached(t *testing.T) {
 	if first.Ref != spec.Ref || filepath.Dir(first.Path) != cacheDir {
 		t.Fatalf("first = %+v, want ref %s in %s", first, spec.Ref, cacheDir)
 	}
-	if base := filepath.Base(first.Path); !strings.HasPrefix(base, "nsegress-agent-lab-") || !strings.HasSuffix(base, ".tar") {
-		t.Errorf("archive name = %s, want nsegress-agent-lab-<hash>.tar", base)
+	if base := filepath.Base(first.Path); !strings.HasPrefix(base, "localhost-nsegress-agent-lab-") || !strings.HasSuffix(base, ".tar") {
+		t.Errorf("archive name = %s, want localhost-nsegress-agent-lab-<hash>.tar", base)
 	}
 	readArchive(t, first.Path) // it is a valid image
 	// Age the archive: a rewrite would give it a fresh modification time.

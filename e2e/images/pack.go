@@ -23,10 +23,10 @@ import (
 
 // Spec describes an image made of one static binary.
 type Spec struct {
-	// Ref is the image's tag, with an explicit tag part and, preferably,
-	// no registry host, e.g. "nsegress/agent:lab". It is written to the
-	// archive's manifest.json as given; see ContainerdName for the name
-	// containerd lists.
+	// Ref is the image's tag: LocalPrefix, a path and an explicit tag
+	// part, e.g. "localhost/nsegress/agent:lab". It is written to the
+	// archive's manifest.json as given, and containerd lists the image
+	// under it.
 	Ref string
 	// Path is where the binary lives in the image, absolute.
 	// Default: "/" followed by the binary's file name.
@@ -49,6 +49,9 @@ var layerModTime = time.Unix(0, 0).UTC()
 // withDefaults validates s and fills in its defaults for the binary at
 // binaryPath.
 func (s Spec) withDefaults(binaryPath string) (Spec, error) {
+	if !strings.HasPrefix(s.Ref, LocalPrefix) {
+		return Spec{}, fmt.Errorf("image ref %q: must start with %q, or containerd renames it on import (and a pull would leave the lab)", s.Ref, LocalPrefix)
+	}
 	tag, err := name.NewTag(s.Ref)
 	if err != nil {
 		return Spec{}, fmt.Errorf("image ref %q: %w", s.Ref, err)

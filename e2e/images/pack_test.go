@@ -26,7 +26,7 @@ func TestPackBinary(t *testing.T) {
 	}{
 		{
 			name:           "a binary packed with defaults sits at the root and is the entrypoint",
-			spec:           Spec{Ref: "nsegress/agent:lab"},
+			spec:           Spec{Ref: "localhost/nsegress/agent:lab"},
 			wantFile:       "agent",
 			wantEntrypoint: []string{"/agent"},
 			wantEnv:        []string{"PATH=/"},
@@ -34,7 +34,7 @@ func TestPackBinary(t *testing.T) {
 		{
 			name: "entrypoint and command are written as given",
 			spec: Spec{
-				Ref:        "nsegress/pause:lab",
+				Ref:        "localhost/nsegress/pause:lab",
 				Path:       "/labbox",
 				Entrypoint: []string{"/labbox", "pause"},
 				Cmd:        []string{"-x"},
@@ -46,18 +46,11 @@ func TestPackBinary(t *testing.T) {
 		},
 		{
 			name:           "a nested path gets its parent directories and PATH",
-			spec:           Spec{Ref: "nsegress/agent:lab", Path: "/usr/local/bin/agent"},
+			spec:           Spec{Ref: "localhost/nsegress/agent:lab", Path: "/usr/local/bin/agent"},
 			wantFile:       "usr/local/bin/agent",
 			wantDirs:       []string{"usr/", "usr/local/", "usr/local/bin/"},
 			wantEntrypoint: []string{"/usr/local/bin/agent"},
 			wantEnv:        []string{"PATH=/usr/local/bin"},
-		},
-		{
-			name:           "a ref with a registry host is kept as given",
-			spec:           Spec{Ref: "registry.example:5000/nsegress/agent:v1"},
-			wantFile:       "agent",
-			wantEntrypoint: []string{"/agent"},
-			wantEnv:        []string{"PATH=/"},
 		},
 	}
 	const content = "\x7fELF pretend static binary"
@@ -124,37 +117,49 @@ func TestPackBinaryRefusesBadInput(t *testing.T) {
 		{
 			name:    "a ref without a tag is refused",
 			binary:  func(t *testing.T) string { return writeFakeBinary(t, "agent", "x") },
-			spec:    Spec{Ref: "nsegress/agent"},
+			spec:    Spec{Ref: "localhost/nsegress/agent"},
 			wantErr: "no tag",
 		},
 		{
 			name:    "a ref that is not a valid name is refused",
 			binary:  func(t *testing.T) string { return writeFakeBinary(t, "agent", "x") },
-			spec:    Spec{Ref: "NSEGRESS/Agent:lab"},
+			spec:    Spec{Ref: "localhost/NSEGRESS/Agent:lab"},
 			wantErr: "image ref",
+		},
+		{
+			name:    "a ref containerd would rename is refused",
+			binary:  func(t *testing.T) string { return writeFakeBinary(t, "agent", "x") },
+			spec:    Spec{Ref: "nsegress/agent:lab"},
+			wantErr: "must start with",
+		},
+		{
+			name:    "a ref of another registry host is refused",
+			binary:  func(t *testing.T) string { return writeFakeBinary(t, "agent", "x") },
+			spec:    Spec{Ref: "registry.example:5000/nsegress/agent:v1"},
+			wantErr: "must start with",
 		},
 		{
 			name:    "a relative binary path in the image is refused",
 			binary:  func(t *testing.T) string { return writeFakeBinary(t, "agent", "x") },
-			spec:    Spec{Ref: "nsegress/agent:lab", Path: "bin/agent"},
+			spec:    Spec{Ref: "localhost/nsegress/agent:lab", Path: "bin/agent"},
 			wantErr: "clean absolute file path",
 		},
 		{
 			name:    "a missing binary is refused",
 			binary:  func(t *testing.T) string { return filepath.Join(t.TempDir(), "nope") },
-			spec:    Spec{Ref: "nsegress/agent:lab"},
+			spec:    Spec{Ref: "localhost/nsegress/agent:lab"},
 			wantErr: "no such file",
 		},
 		{
 			name:    "an empty binary is refused",
 			binary:  func(t *testing.T) string { return writeFakeBinary(t, "agent", "") },
-			spec:    Spec{Ref: "nsegress/agent:lab"},
+			spec:    Spec{Ref: "localhost/nsegress/agent:lab"},
 			wantErr: "is empty",
 		},
 		{
 			name:    "a directory is refused",
 			binary:  func(t *testing.T) string { return t.TempDir() },
-			spec:    Spec{Ref: "nsegress/agent:lab"},
+			spec:    Spec{Ref: "localhost/nsegress/agent:lab"},
 			wantErr: "not a regular file",
 		},
 	}
@@ -174,7 +179,7 @@ func TestPackBinaryRefusesBadInput(t *testing.T) {
 
 func TestPackBinaryIsReproducible(t *testing.T) {
 	bin := writeFakeBinary(t, "agent", "same bytes")
-	spec := Spec{Ref: "nsegress/agent:lab"}
+	spec := Spec{Ref: "localhost/nsegress/agent:lab"}
 	var archives [][]byte
 	for i := range 2 {
 		out := filepath.Join(t.TempDir(), "image.tar")
@@ -192,30 +197,6 @@ func TestPackBinaryIsReproducible(t *testing.T) {
 	}
 }
 
-func TestContainerdName(t *testing.T) {
-	tests := []struct {
-		name string
-		ref  string
-		want string
-	}{
-		{name: "the pause image gets docker.io in front", ref: PauseRef, want: "docker.io/nsegress/pause:lab"},
-		{name: "the test image gets docker.io in front", ref: LabboxRef, want: "docker.io/nsegress/labbox:lab"},
-		{name: "a one-part name is an official image", ref: "busybox:1.36", want: "docker.io/library/busybox:1.36"},
-		{name: "docker.io with a one-part name gets library", ref: "docker.io/busybox:1", want: "docker.io/library/busybox:1"},
-		{name: "index.docker.io is spelled docker.io", ref: "index.docker.io/nsegress/agent:lab", want: "docker.io/nsegress/agent:lab"},
-		{name: "a host with a dot is a registry", ref: "registry.k8s.io/pause:3.10", want: "registry.k8s.io/pause:3.10"},
-		{name: "a host with a port is a registry", ref: "lab:5000/agent:lab", want: "lab:5000/agent:lab"},
-		{name: "localhost is a registry", ref: "localhost/agent:lab", want: "localhost/agent:lab"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := ContainerdName(tt.ref); got != tt.want {
-				t.Errorf("ContainerdName(%q) = %q, want %q", tt.ref, got, tt.want)
-			}
-		})
-	}
-}
-
 func TestPackBinaryCarriesExtraFiles(t *testing.T) {
 	dir := t.TempDir()
 	main := filepath.Join(dir, "agent")
@@ -227,7 +208,7 @@ func TestPackBinaryCarriesExtraFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "img.tar")
-	spec := Spec{Ref: "nsegress/agent:lab", Path: "/nsegress-agent", Extra: map[string]string{"/nsegress": extra}}
+	spec := Spec{Ref: "localhost/nsegress/agent:lab", Path: "/nsegress-agent", Extra: map[string]string{"/nsegress": extra}}
 	if err := PackBinary(main, spec, out); err != nil {
 		t.Fatal(err)
 	}

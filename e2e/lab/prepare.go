@@ -50,7 +50,7 @@ func Prepare(ctx context.Context, cfg *Config) error {
 	for _, t := range imgs.All() {
 		cfg.Images = append(cfg.Images, t.Path)
 	}
-	cfg.SandboxImage = imgs.Pause.ContainerdName()
+	cfg.SandboxImage = imgs.Pause.Ref
 	return nil
 }
 
