@@ -57,7 +57,9 @@ lint:
 ## seed, adversarial and Service suites again on a cluster whose nodes all
 ## run flannel with its VXLAN backend, with the tests only an overlay has,
 ## and the seed suite on a cluster of flannel's host-gw backend and on one
-## of kube-router (BGP routing).
+## of kube-router (BGP routing); the gateway failover tests on a default
+## cluster of their own; and, beside all of them (lab slot 1), the
+## ten-minute API server outage on another.
 FLANNEL_ONLY := TestSelectedPodsRideOutTheirOverlayBeingRecreated
 # The gateway failover tests kill and partition gateways: a cluster of
 # their own (the default mix), after the main run.
