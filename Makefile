@@ -15,7 +15,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 ERRORLINT := codeberg.org/polyfloyd/go-errorlint@v1.9.1
 TEST_FLAGS ?=
 
-.PHONY: all build deps tools generate verify lint test test-lanes test-unit cover fuzz soak bench demo clean
+.PHONY: all build deps tools generate verify lint test test-unit cover fuzz soak bench demo clean
 
 all: build
 
@@ -57,32 +57,21 @@ lint:
 ## seed, adversarial and Service suites again on a cluster whose nodes all
 ## run flannel with its VXLAN backend, with the tests only an overlay has,
 ## and the seed suite on a cluster of flannel's host-gw backend and on one
-## of kube-router (BGP routing); the gateway failover tests on a default
-## cluster of their own; and, beside all of them (lab slot 1), the
-## ten-minute API server outage on another.
+## of kube-router (BGP routing).
 FLANNEL_ONLY := TestSelectedPodsRideOutTheirOverlayBeingRecreated
-# The gateway failover tests kill and partition gateways: a cluster of
-# their own (the default mix), after the main run.
-HA_ONLY := TestAGatewayThatDiesLosesNoConnection|TestAPartitionedGatewayHealsToOneHolder|TestDrainingAGatewayMovesItsIPsWithoutLoss|TestRelabellingAGatewayOutOfItsGroupMovesItsIPsWithoutLoss|TestDeletingAGatewayNodeMovesItsIPsWithoutLoss|TestRollingTheAgentsMovesNoIP
-# The outage test takes the API server down for ten minutes and otherwise
-# waits: a cluster of its own in lab slot 1, beside the other runs (slot
-# 0); its output follows theirs.
-OUTAGE_ONLY := TestAnAPIServerOutageChangesNothing
+# The gateway failover tests kill and partition gateways, and the outage
+# test takes the API server down for ten minutes: a cluster of their own
+# (the default mix), after the main run. Not beside it in another lab
+# slot: with the main run's load on two cores, the outage cluster's
+# standby once took its holder's IPs over during the outage (most likely
+# heartbeats and the ARP answer came late under that load), and the
+# outage test rightly failed.
+HA_ONLY := TestAGatewayThatDiesLosesNoConnection|TestAPartitionedGatewayHealsToOneHolder|TestDrainingAGatewayMovesItsIPsWithoutLoss|TestRelabellingAGatewayOutOfItsGroupMovesItsIPsWithoutLoss|TestDeletingAGatewayNodeMovesItsIPsWithoutLoss|TestRollingTheAgentsMovesNoIP|TestAnAPIServerOutageChangesNothing
 FLANNEL_SUITES := ^(TestLabNodesAreReadyAndLabelled|TestLabPrimariesRouteAsTheirKind|TestSeedScenario|TestNothingShortOfRootOnANodeSendsWithAnEgressIP|TestLabServices|$(FLANNEL_ONLY))$$
 ROUTED_SUITES := ^(TestLabPrimariesRouteAsTheirKind|TestSeedScenario)$$
 test: deps tools build
-	@outage=$$(mktemp); \
-	NSEGRESS_LAB_SLOT=1 setsid $(GO) test -race -count=1 -timeout 25m $(TEST_FLAGS) -run '^($(OUTAGE_ONLY))$$' ./e2e/ >$$outage 2>&1 & pid=$$!; \
-	trap "kill -TERM -- -$$pid 2>/dev/null; wait $$pid; rm -f $$outage; exit 130" INT TERM; \
-	$(MAKE) --no-print-directory test-lanes; status=$$?; \
-	wait $$pid; outage_status=$$?; \
-	echo "== lab slot 1: $(OUTAGE_ONLY) (exit $$outage_status)"; cat $$outage; rm -f $$outage; \
-	[ $$status = 0 ] && [ $$outage_status = 0 ]
-
-# test-lanes: make test's runs in lab slot 0, one after the other.
-test-lanes:
-	$(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) -skip '^($(FLANNEL_ONLY)|$(HA_ONLY)|$(OUTAGE_ONLY))$$' ./...
-	$(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '^($(HA_ONLY))$$' ./e2e/
+	$(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) -skip '^($(FLANNEL_ONLY)|$(HA_ONLY))$$' ./...
+	$(GO) test -race -count=1 -timeout 35m $(TEST_FLAGS) -run '^($(HA_ONLY))$$' ./e2e/
 	NSEGRESS_LAB_PRIMARY=flannel $(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '$(FLANNEL_SUITES)' ./e2e/
 	NSEGRESS_LAB_PRIMARY=flannel-host-gw $(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '$(ROUTED_SUITES)' ./e2e/
 	NSEGRESS_LAB_PRIMARY=kube-router $(GO) test -race -count=1 -timeout 20m $(TEST_FLAGS) -run '$(ROUTED_SUITES)' ./e2e/

@@ -89,8 +89,8 @@ func DefaultDir() string {
 }
 
 // slotEnv names the lab slot of a process. Labs of different slots run
-// on the machine at once (make test overlaps its long API server outage
-// with the other runs); within a slot they take turns. A lab touches the
+// on the machine at once (a lab test of one's own beside a running make
+// test); within a slot they take turns. A lab touches the
 // machine through nothing but its slot's cgroup subtree, lock and
 // folder: every host of it is a namespace of its own, so two slots'
 // equal addresses and node names never meet.
