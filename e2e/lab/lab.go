@@ -59,8 +59,8 @@ type Lab struct {
 }
 
 // Start builds the lab and waits until every node is Ready. On error it
-// removes whatever it had built. Only one lab runs on a machine at a time:
-// Start waits for the previous one to close.
+// removes whatever it had built. Only one lab of a slot (NSEGRESS_LAB_SLOT)
+// runs at a time: Start waits for the slot's previous one to close.
 func Start(ctx context.Context, cfg Config) (*Lab, error) {
 	if slotErr != nil {
 		return nil, slotErr
@@ -326,8 +326,8 @@ func removeLabFolder(dir string) error {
 // whatever the folder.
 func lockPath() string { return filepath.Join(os.TempDir(), labName+".lock") }
 
-// acquireLock takes the machine-wide lab lock, waiting for a lab that
-// another process runs to close.
+// acquireLock takes the slot's lab lock, waiting for a lab of the slot
+// that another process runs to close.
 func acquireLock(ctx context.Context) (*os.File, error) {
 	f, err := os.OpenFile(lockPath(), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
