@@ -146,10 +146,8 @@ func (in *injector) adopt(e entry) (bool, error) {
 	// SEEN_REPLY and ASSURED can only be set, so the kernel's bits and
 	// the peer's together are a valid change.
 	status := uint32(cur.Status) | e.status&settableStatus
-	attrs := append([]netfilter.Attribute{tupleAttr(ctaTupleOrig, e.key),
-		{Type: ctaStatus, Data: netfilter.Uint32Bytes(status)}}, e.mutableAttrs()...)
-	if _, err := in.nl.execute(ipctnlMsgCTNew, 0, attrs); err != nil {
-		return false, fmt.Errorf("advance %s: %w", e, err)
+	if err := in.update(e, netfilter.Attribute{Type: ctaStatus, Data: netfilter.Uint32Bytes(status)}); err != nil {
+		return false, err
 	}
 	return true, nil
 }
@@ -236,11 +234,12 @@ func keyOf(t conntrack.Tuple) tupleKey {
 }
 
 // update refreshes what may change on an existing entry: timeout, mark
-// and TCP state and flags. The status is left out: ctnetlink refuses to
-// clear SEEN_REPLY or ASSURED (EBUSY), and NAT attributes, which it
-// refuses on an existing entry (EOPNOTSUPP).
-func (in *injector) update(e entry) error {
-	attrs := append([]netfilter.Attribute{tupleAttr(ctaTupleOrig, e.key)}, e.mutableAttrs()...)
+// and TCP state and flags, and extra. The status is left out unless
+// extra has one that keeps the entry's bits: ctnetlink refuses to clear
+// SEEN_REPLY or ASSURED (EBUSY). So are NAT attributes, which it refuses
+// on an existing entry (EOPNOTSUPP).
+func (in *injector) update(e entry, extra ...netfilter.Attribute) error {
+	attrs := append(append([]netfilter.Attribute{tupleAttr(ctaTupleOrig, e.key)}, extra...), e.mutableAttrs()...)
 	if _, err := in.nl.execute(ipctnlMsgCTNew, 0, attrs); err != nil {
 		return fmt.Errorf("update %s: %w", e, err)
 	}
